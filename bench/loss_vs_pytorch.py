@@ -1,0 +1,140 @@
+#!/usr/bin/python3
+"""Fused cross-entropy forward + backward, lsgrad beside PyTorch, in one run on one machine.
+
+    /usr/bin/python3 bench/loss_vs_pytorch.py [build/release/bench/bench_loss] [--skip-huge]
+
+Runs lsgrad's Google Benchmark program (its BM_CrossEntropy/fwdbwd/eps:0.1 cases, with repetitions)
+and then PyTorch's F.cross_entropy(logits, target, label_smoothing=0.1) forward + backward at the
+same (N, K) and thread counts, and prints one markdown table. Use Debian's /usr/bin/python3 (it has
+python3-torch 1.13).
+
+Both sides run with OMP_WAIT_POLICY=PASSIVE, so idle OpenMP threads sleep instead of spinning
+against the measured ones. PyTorch is timed per call with time.perf_counter after warm-up calls;
+each call starts from logits.grad = None, as a training step after zero_grad(set_to_none=True)
+does. min and median are over the timed calls (over the repetitions for lsgrad). The ratio is
+PyTorch median / lsgrad median; lsgrad's GB/s counts 12 bytes per logit at its median time, the
+convention bench_loss reports with.
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read when OpenMP starts: before torch is imported
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+SHAPES = [(256, 10), (8192, 10), (4096, 32000), (16384, 50257)]
+HUGE = (16384, 50257)  # about 13 GB peak in PyTorch
+THREADS = [1, 2]
+EPS = 0.1
+BYTES_PER_LOGIT = 12
+
+
+def parse_name(name):
+    """'BM_CrossEntropy/fwdbwd/eps:0.1/N:4096/K:32000/threads:2' -> its parts."""
+    parts = name.split("/")
+    fields = dict(p.split(":", 1) for p in parts[1:] if ":" in p)
+    fields["family"] = parts[0]
+    fields["kind"] = next((p for p in parts[1:] if ":" not in p), None)
+    return fields
+
+
+def run_lsgrad(binary, reps, skip_huge):
+    """Per-repetition real times (ms) of lsgrad's fused CE fwd+bwd, keyed by (N, K, threads)."""
+    if not os.path.exists(binary):
+        print(f"note: {binary} not found; lsgrad columns are empty", file=sys.stderr)
+        return {}
+    flt = r"BM_CrossEntropy/fwdbwd/eps:0\.1/"
+    if skip_huge:
+        flt += f"(?!N:{HUGE[0]}/K:{HUGE[1]}/)"
+    cmd = [binary, f"--benchmark_filter={flt}", "--benchmark_format=json",
+           f"--benchmark_repetitions={reps}", "--benchmark_report_aggregates_only=false"]
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    proc = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+    report = json.loads(proc.stdout)
+    scale = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}
+    times = {}
+    for b in report.get("benchmarks", []):
+        if b.get("run_type", "iteration") != "iteration":
+            continue
+        f = parse_name(b.get("run_name", b["name"]))
+        if f["family"] != "BM_CrossEntropy" or f["kind"] != "fwdbwd" or float(f.get("eps", -1)) != EPS:
+            continue
+        key = (int(f["N"]), int(f["K"]), int(f.get("threads", 1)))
+        times.setdefault(key, []).append(b["real_time"] * scale[b.get("time_unit", "ns")])
+    return times
+
+
+def time_pytorch(n, k, threads, budget_s):
+    """Per-call times (ms) of F.cross_entropy(..., label_smoothing=0.1) forward + backward."""
+    torch.set_num_threads(threads)
+    gen = torch.Generator().manual_seed(0)
+    logits = (torch.randn(n, k, generator=gen) * 2.0).requires_grad_(True)
+    target = torch.randint(0, k, (n,), generator=gen)
+
+    def step():
+        logits.grad = None
+        loss = F.cross_entropy(logits, target, label_smoothing=EPS)
+        loss.backward()
+
+    t0 = time.perf_counter()
+    step()
+    first = time.perf_counter() - t0
+    warmup = 1 if first > 0.5 else 5
+    for _ in range(warmup - 1):
+        step()
+    reps = int(max(3, min(200, budget_s / max(first, 1e-6))))
+    out = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        step()
+        out.append((time.perf_counter() - t0) * 1e3)
+    del logits, target
+    return out
+
+
+def fmt(ms):
+    return "—" if ms is None else (f"{ms:.3f}" if ms < 10 else f"{ms:.1f}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("bench", nargs="?", default="build/release/bench/bench_loss",
+                    help="lsgrad's bench_loss program (default: %(default)s)")
+    ap.add_argument("--skip-huge", action="store_true", help=f"leave out {HUGE} (about 13 GB in PyTorch)")
+    ap.add_argument("--reps", type=int, default=5, help="lsgrad repetitions (default: %(default)s)")
+    ap.add_argument("--budget", type=float, default=3.0,
+                    help="seconds of timed PyTorch calls per case, at least 3 calls (default: %(default)s)")
+    args = ap.parse_args()
+
+    shapes = [s for s in SHAPES if not (args.skip_huge and s == HUGE)]
+    lsg = run_lsgrad(args.bench, args.reps, args.skip_huge)
+    rows = []
+    for n, k in shapes:
+        for t in THREADS:
+            pt = time_pytorch(n, k, t, args.budget)
+            ls = lsg.get((n, k, t))
+            pt_min, pt_med = min(pt), statistics.median(pt)
+            ls_min = min(ls) if ls else None
+            ls_med = statistics.median(ls) if ls else None
+            ratio = f"{pt_med / ls_med:.1f}x" if ls_med else "—"
+            gbs = f"{BYTES_PER_LOGIT * n * k / (ls_med * 1e-3) / 1e9:.1f}" if ls_med else "—"
+            rows.append(f"| ({n}, {k}) | {t} | {fmt(pt_min)} / {fmt(pt_med)} | {fmt(ls_min)} / {fmt(ls_med)} "
+                        f"| {ratio} | {gbs} |")
+    print(f"Cross-entropy forward + backward, label_smoothing = {EPS}, fp32; PyTorch {torch.__version__}; "
+          f"OMP_WAIT_POLICY=PASSIVE\n")
+    print("| (N, K) | threads | PyTorch min / median (ms) | lsgrad min / median (ms) | PyTorch / lsgrad "
+          "(median) | lsgrad GB/s (12 B/logit) |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
