@@ -1,0 +1,191 @@
+// The arithmetic of the loss layer, per element and per row, shared by the CPU kernels
+// (ops/loss_cpu.cpp) and the CUDA kernels: the same inline functions run on both, so the CPU tests
+// check the arithmetic the GPU runs. Only plain C math functions (expf, log1p, ...) and no
+// exceptions: everything here must compile as device code.
+//
+// Notation: a row x_0..x_{K-1} of logits, y its class index, ε the smoothing factor, w_k optional
+// class weights (1 without), p = softmax(x), lse = log Σ_k e^{x_k}.
+#pragma once
+
+#include <math.h>
+#include <stdint.h>
+
+#ifdef __CUDACC__
+#define LSG_HD __host__ __device__
+#else
+#define LSG_HD
+#endif
+
+namespace lsg::detail {
+
+// ---- overloads of the C math functions by precision ----------------------------------------
+LSG_HD inline float lm_exp(float x) { return expf(x); }
+LSG_HD inline double lm_exp(double x) { return exp(x); }
+LSG_HD inline float lm_log(float x) { return logf(x); }
+LSG_HD inline double lm_log(double x) { return log(x); }
+LSG_HD inline float lm_log1p(float x) { return log1pf(x); }
+LSG_HD inline double lm_log1p(double x) { return log1p(x); }
+template <class T>
+LSG_HD inline T lm_neg_inf() {
+    return -static_cast<T>(INFINITY);
+}
+
+// ---- online log-sum-exp ---------------------------------------------------------------------
+// The running state of lse over the elements seen so far: m their maximum, s = Σ e^{x − m}.
+// Masked elements (−inf) contribute e^{−inf} = 0 and never form −inf − (−inf); a row of only −inf
+// keeps m = −inf, s = 0, so lse = −inf rather than NaN. A NaN element makes s NaN (the row's result
+// is NaN and nothing else is touched).
+template <class T>
+struct LseState {
+    T m;
+    T s;
+};
+
+template <class T>
+LSG_HD inline LseState<T> lse_init() {
+    return {lm_neg_inf<T>(), T(0)};
+}
+
+// Adds element x: a new maximum rescales s by e^{m_old − x} (0 when m_old = −inf).
+template <class T>
+LSG_HD inline void lse_update(LseState<T>& st, T x) {
+    if (x > st.m) {
+        st.s = st.s * lm_exp(st.m - x) + T(1);
+        st.m = x;
+    } else if (x != lm_neg_inf<T>()) {
+        st.s += lm_exp(x - st.m);
+    }
+}
+
+// The state of the union of the elements of a and b (for per-lane, per-thread or per-warp parts).
+template <class T>
+LSG_HD inline LseState<T> lse_merge(LseState<T> a, LseState<T> b) {
+    const T m = a.m > b.m ? a.m : b.m;
+    if (m == lm_neg_inf<T>()) return {m, a.s + b.s};
+    const T sa = a.m == lm_neg_inf<T>() ? T(0) : a.s * lm_exp(a.m - m);
+    const T sb = b.m == lm_neg_inf<T>() ? T(0) : b.s * lm_exp(b.m - m);
+    return {m, sa + sb};
+}
+
+// lse = m + log s; −inf for an empty or all-masked row.
+template <class T>
+LSG_HD inline T lse_value(LseState<T> st) {
+    return st.m + lm_log(st.s);
+}
+
+// ---- smoothed targets ------------------------------------------------------------------------
+// The target distribution of a row with class y: `on` on y, `off` on every other class, 0 on the
+// padding class; a row whose class is the padding class is all 0.
+//   Uniform:             on = 1 − ε + ε/K, off = ε/K
+//   OffTarget:           on = 1 − ε,       off = ε/(K − 1)
+//   OffTarget + padding: on = 1 − ε,       off = ε/(K − 2)
+// Callers check K ≥ 2 (K ≥ 3 with padding) for OffTarget.
+template <class T>
+struct SmoothWeights {
+    T on;
+    T off;
+};
+
+template <class T>
+LSG_HD inline SmoothWeights<T> smooth_weights(T eps, int64_t K, bool off_target, bool has_padding) {
+    if (!off_target) return {T(1) - eps + eps / T(K), eps / T(K)};
+    return {T(1) - eps, eps / T(K - (has_padding ? 2 : 1))};
+}
+
+// q_k of a row with class y; padding < 0 means none.
+template <class T>
+LSG_HD inline T smooth_target(SmoothWeights<T> sw, int64_t k, int64_t y, int64_t padding) {
+    if (padding >= 0 && (y == padding || k == padding)) return T(0);
+    return k == y ? sw.on : sw.off;
+}
+
+// ---- cross-entropy of one row against an index target ---------------------------------------
+// loss = Σ_k q_k·w_k·(lse − x_k), computed from row statistics so the row is read once:
+//   loss = (on − off)·w_y·(lse − x_y) + off·(Σw·(lse − c) − Σ_k w_k·(x_k − c)),
+// the sums over the non-padding classes. The pivot c (x_y when finite, else 0) keeps the sums small
+// when every logit is shifted by a large constant (a shift of 1e7 would otherwise cancel K·lse
+// against Σx in float). For Uniform, on − off = 1 − ε and off = ε/K: PyTorch's weighted formula
+// (1 − ε)·w_y·(lse − x_y) + (ε/K)·Σ_k w_k·(lse − x_k). Terms with a zero coefficient are skipped, so
+// ε = 0 with masked (−inf) non-target classes stays finite.
+template <class T>
+LSG_HD inline T ce_row_loss(SmoothWeights<T> sw, T lse, T x_y, T w_y, T pivot, T sum_w, T sum_w_dx) {
+    const T a = (sw.on - sw.off) * w_y;
+    T loss = T(0);
+    if (a != T(0)) loss += a * (lse - x_y);
+    if (sw.off != T(0)) loss += sw.off * (sum_w * (lse - pivot) - sum_w_dx);
+    return loss;
+}
+
+// The pivot of ce_row_loss: x_y when finite, else 0.
+template <class T>
+LSG_HD inline T ce_pivot(T x_y) {
+    return (x_y - x_y == T(0)) ? x_y : T(0);
+}
+
+// W = Σ_k q_k·w_k, the factor of p_j in the gradient (1 without weights, except padding rows: 0).
+template <class T>
+LSG_HD inline T ce_row_mass(SmoothWeights<T> sw, T w_y, T sum_w) {
+    return (sw.on - sw.off) * w_y + sw.off * sum_w;
+}
+
+// ∂loss/∂x_j = scale·(W·p_j − q_j·w_j) with p_j = e^{x_j − lse}; a masked class (x_j = −inf) has
+// p_j = 0, so the gradient stays finite even when the loss is +inf.
+template <class T>
+LSG_HD inline T ce_grad(T scale, T W, T x_j, T lse, T q_j, T w_j) {
+    return scale * (W * lm_exp(x_j - lse) - q_j * w_j);
+}
+
+// ---- KL divergence, pointwise ----------------------------------------------------------------
+// t·(log t − input), exactly 0 where t = 0 (xlogy semantics, even when input = −inf).
+template <class T>
+LSG_HD inline T kl_point(T input, T t) {
+    return t == T(0) ? T(0) : t * (lm_log(t) - input);
+}
+// With log-probability targets: e^t·(t − input), 0 where t = −inf.
+template <class T>
+LSG_HD inline T kl_point_log_target(T input, T t) {
+    return t == lm_neg_inf<T>() ? T(0) : lm_exp(t) * (t - input);
+}
+// ∂/∂input = −t (−e^t with log targets).
+template <class T>
+LSG_HD inline T kl_grad_input(T t, bool log_target) {
+    return log_target ? -lm_exp(t) : -t;
+}
+// ∂/∂t = log t + 1 − input (e^t·(t − input + 1) with log targets); 0 where the term is pinned to 0.
+template <class T>
+LSG_HD inline T kl_grad_target(T input, T t, bool log_target) {
+    if (log_target) return t == lm_neg_inf<T>() ? T(0) : lm_exp(t) * (t - input + T(1));
+    return t == T(0) ? T(0) : lm_log(t) + T(1) - input;
+}
+
+// ---- binary cross-entropy with logits, pointwise ---------------------------------------------
+// softplus(z) = log(1 + e^z), finite for any finite z.
+template <class T>
+LSG_HD inline T softplus(T z) {
+    const T a = z < T(0) ? -z : z;
+    return (z > T(0) ? z : T(0)) + lm_log1p(lm_exp(-a));
+}
+// σ(x) without overflow.
+template <class T>
+LSG_HD inline T sigmoid(T x) {
+    if (x >= T(0)) return T(1) / (T(1) + lm_exp(-x));
+    const T e = lm_exp(x);
+    return e / (T(1) + e);
+}
+// (1 − t)·x + (1 + (pw − 1)·t)·softplus(−x) = −[pw·t·log σ(x) + (1 − t)·log(1 − σ(x))].
+template <class T>
+LSG_HD inline T bce_point(T x, T t, T pw) {
+    return (T(1) - t) * x + (T(1) + (pw - T(1)) * t) * softplus(-x);
+}
+// ∂/∂x = (1 − t) − (1 + (pw − 1)·t)·σ(−x)  (σ(x) − t when pw = 1).
+template <class T>
+LSG_HD inline T bce_grad_x(T x, T t, T pw) {
+    return (T(1) - t) - (T(1) + (pw - T(1)) * t) * sigmoid(-x);
+}
+// ∂/∂t = −x + (pw − 1)·softplus(−x).
+template <class T>
+LSG_HD inline T bce_grad_t(T x, T pw) {
+    return -x + (pw - T(1)) * softplus(-x);
+}
+
+}  // namespace lsg::detail
