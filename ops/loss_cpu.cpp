@@ -436,6 +436,30 @@ void scale_rows_impl(int64_t rows, int64_t cols, const T* G, const T* g, bool pe
 }
 
 template <class T>
+void nll_impl(int64_t N, int64_t K, const T* lp, const int64_t* target, const T* w, int64_t ignore, T* loss, T* grad,
+              double grad_scale, Reduction reduction, T* reduced) {
+    const bool mean = reduction == Reduction::Mean || reduction == Reduction::BatchMean;
+    double denom = 0.0;
+    for (int64_t i = 0; i < N; ++i)
+        if (target[i] != ignore) denom += w ? static_cast<double>(w[target[i]]) : 1.0;
+    const double inv = mean ? (denom != 0.0 ? 1.0 / denom : 0.0) : 1.0;
+    const T scale = static_cast<T>(grad_scale * inv);
+    for_row_blocks(N, N * K, [&](int64_t r0, int64_t r1) {
+        for (int64_t i = r0; i < r1; ++i) {
+            const int64_t y = target[i];
+            const bool skip = y == ignore;
+            const T w_y = skip ? T(0) : (w ? w[y] : T(1));
+            loss[i] = skip ? T(0) : -w_y * lp[i * K + y];
+            if (grad) {
+                std::fill(grad + i * K, grad + (i + 1) * K, T(0));
+                if (!skip) grad[i * K + y] = -scale * w_y;
+            }
+        }
+    });
+    if (reduction != Reduction::None) reduce_rows(loss, N, inv, reduced);
+}
+
+template <class T>
 void kl_div_impl(int64_t n, const T* input, const T* target, bool log_target, T* out, T scale, T* gi, T* gt) {
     for_row_blocks(n, n, [&](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i) {
@@ -484,6 +508,24 @@ public:
         else
             scale_rows_impl(rows, cols, static_cast<const float*>(G), static_cast<const float*>(g), per_row,
                             static_cast<float*>(out));
+    }
+    void nll_loss(DType dtype, int64_t rows, int64_t classes, const void* lp, const int64_t* target, const void* w,
+                  int64_t ignore, void* row_loss, void* grad, double grad_scale, Reduction reduction,
+                  void* reduced) override {
+        if (dtype == DType::f64)
+            nll_impl(rows, classes, static_cast<const double*>(lp), target, static_cast<const double*>(w), ignore,
+                     static_cast<double*>(row_loss), static_cast<double*>(grad), grad_scale, reduction,
+                     static_cast<double*>(reduced));
+        else
+            nll_impl(rows, classes, static_cast<const float*>(lp), target, static_cast<const float*>(w), ignore,
+                     static_cast<float*>(row_loss), static_cast<float*>(grad), grad_scale, reduction,
+                     static_cast<float*>(reduced));
+    }
+    void sum(DType dtype, int64_t n, const void* x, double scale, void* out) override {
+        if (dtype == DType::f64)
+            reduce_rows(static_cast<const double*>(x), n, scale, static_cast<double*>(out));
+        else
+            reduce_rows(static_cast<const float*>(x), n, scale, static_cast<float*>(out));
     }
     void kl_div(DType dtype, int64_t n, const void* input, const void* target, bool log_target, void* out,
                 double scale, void* gi, void* gt) override {

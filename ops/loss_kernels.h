@@ -76,6 +76,14 @@ public:
     // out_ij = G_ij·g_i (per_row: g has `rows` entries) or G_ij·g_0 (g a single element).
     virtual void scale_rows(DType dtype, int64_t rows, int64_t cols, const void* saved_grad,
                             const void* upstream, bool per_row, void* out) = 0;
+    // NLL of log-probabilities lp [rows, classes]: loss_i = −w_{y_i}·lp[i, y_i] (0 for ignored rows);
+    // grad (or null) [rows, classes] gets −grad_scale·w_{y_i} at (i, y_i), 0 elsewhere. Reductions
+    // as for cross_entropy_index (Mean divides by Σ w_{y_i} over rows that are not ignored).
+    virtual void nll_loss(DType dtype, int64_t rows, int64_t classes, const void* log_probs, const int64_t* target,
+                          const void* weight, int64_t ignore_index, void* row_loss, void* grad, double grad_scale,
+                          Reduction reduction, void* reduced) = 0;
+    // *out = scale·Σ_i x_i, summed in double in index order.
+    virtual void sum(DType dtype, int64_t n, const void* x, double scale, void* out) = 0;
     // KL divergence pointwise over n elements: out = kl_point (or kl_point_log_target); when
     // grad_input / grad_target are non-null also their derivatives times `scale` (a single factor
     // for the reduction), see ops/loss_math.h.

@@ -20,11 +20,11 @@ namespace lsg::detail {
 
 // ---- overloads of the C math functions by precision ----------------------------------------
 LSG_HD inline float lm_exp(float x) { return expf(x); }
-LSG_HD inline double lm_exp(double x) { return exp(x); }
+LSG_HD inline double lm_exp(double x) { return ::exp(x); }
 LSG_HD inline float lm_log(float x) { return logf(x); }
-LSG_HD inline double lm_log(double x) { return log(x); }
+LSG_HD inline double lm_log(double x) { return ::log(x); }
 LSG_HD inline float lm_log1p(float x) { return log1pf(x); }
-LSG_HD inline double lm_log1p(double x) { return log1p(x); }
+LSG_HD inline double lm_log1p(double x) { return ::log1p(x); }
 template <class T>
 LSG_HD inline T lm_neg_inf() {
     return -static_cast<T>(INFINITY);
