@@ -1,0 +1,27 @@
+// The CUDA backend of a CPU-only build: every entry point says so instead of failing obscurely.
+#include "lsgrad/core/allocator.h"
+#include "lsgrad/core/backend.h"
+#include "lsgrad/core/error.h"
+
+namespace lsg {
+
+bool cuda_is_available() { return false; }
+int cuda_device_count() { return 0; }
+const char* cuda_unavailable_reason() { return "lsgrad was built without CUDA (LSGRAD_CUDA=OFF or no nvcc)"; }
+
+Allocator& cuda_allocator(int index) {
+    LSG_FAIL("cannot use cuda:", index, ": built without CUDA (configure with -DLSGRAD_CUDA=ON)");
+}
+
+TensorKernels& cuda_tensor_kernels() {
+    LSG_FAIL("cannot run on cuda: built without CUDA (configure with -DLSGRAD_CUDA=ON)");
+}
+
+}  // namespace lsg
+
+namespace lsg {
+class LossKernels;
+LossKernels& cuda_loss_kernels() {
+    LSG_FAIL("cannot run a loss on cuda: built without CUDA (configure with -DLSGRAD_CUDA=ON)");
+}
+}  // namespace lsg

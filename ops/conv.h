@@ -1,0 +1,20 @@
+// 2-D convolution and max pooling over NCHW tensors.
+#pragma once
+
+#include <array>
+
+#include "lsgrad/core/tensor.h"
+
+namespace lsg {
+
+// out[n, o, i, j] = bias[o] + Σ_{c, u, v} weight[o, c, u, v] · x[n, c, i·s_h + u − p_h, j·s_w + v − p_w]
+// (zero padding) for x [N, C, H, W], weight [O, C, kh, kw], bias [O] or undefined; out is
+// [N, O, (H + 2p_h − kh)/s_h + 1, (W + 2p_w − kw)/s_w + 1]. im2col + GEMM. Differentiable.
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(), std::array<int64_t, 2> stride = {1, 1},
+              std::array<int64_t, 2> padding = {0, 0});
+// out[n, c, i, j] = max over the kernel window at (i·s − p, j·s − p) of x [N, C, H, W], padding
+// never chosen; stride defaults to the kernel size. The gradient goes to the first maximum.
+Tensor max_pool2d(const Tensor& x, std::array<int64_t, 2> kernel, std::array<int64_t, 2> stride = {0, 0},
+                  std::array<int64_t, 2> padding = {0, 0});
+
+}  // namespace lsg

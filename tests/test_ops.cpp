@@ -1,0 +1,284 @@
+// Functional ops: values against hand-computed results, broadcasting, an f64 central-difference
+// gradient check for every differentiable op, and errors that name the op and the shapes.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "gradcheck.h"
+#include "test_util.h"
+#include "lsgrad/lsgrad.h"
+
+using namespace lsg;
+using lsg::testing::expect_error;
+using lsg::testing::gradcheck;
+using lsg::testing::leaf;
+
+namespace {
+using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
+}
+
+TEST(Elementwise, ValuesMatchHandComputation) {
+    Tensor a = tensor({1.f, -2.f, 3.f}), b = tensor({4.f, 5.f, -6.f});
+    EXPECT_EQ((a + b).to_vector<float>(), (std::vector<float>{5, 3, -3}));
+    EXPECT_EQ((a - b).to_vector<float>(), (std::vector<float>{-3, -7, 9}));
+    EXPECT_EQ((a * b).to_vector<float>(), (std::vector<float>{4, -10, -18}));
+    EXPECT_EQ((b / a).to_vector<float>(), (std::vector<float>{4, -2.5, -2}));
+    EXPECT_EQ(maximum(a, b).to_vector<float>(), (std::vector<float>{4, 5, 3}));
+    EXPECT_EQ(minimum(a, b).to_vector<float>(), (std::vector<float>{1, -2, -6}));
+    EXPECT_EQ(relu(a).to_vector<float>(), (std::vector<float>{1, 0, 3}));
+    EXPECT_EQ(neg(a).to_vector<float>(), (std::vector<float>{-1, 2, -3}));
+    EXPECT_EQ(abs(a).to_vector<float>(), (std::vector<float>{1, 2, 3}));
+    EXPECT_EQ(clamp(a, -1, 2).to_vector<float>(), (std::vector<float>{1, -1, 2}));
+    EXPECT_EQ(pow(a, 2).to_vector<float>(), (std::vector<float>{1, 4, 9}));
+    EXPECT_EQ((2.0 - a).to_vector<float>(), (std::vector<float>{1, 4, -1}));
+    EXPECT_EQ((6.0 / b).to_vector<float>(), (std::vector<float>{1.5f, 1.2f, -1.f}));
+    EXPECT_EQ(gt(a, b).to_vector<float>(), (std::vector<float>{0, 0, 1}));
+    EXPECT_EQ(eq(a, a).to_vector<float>(), (std::vector<float>{1, 1, 1}));
+    EXPECT_NEAR(sigmoid(tensor({0.f})).item(), 0.5, 1e-7);
+    EXPECT_NEAR(tanh(tensor({1.f})).item(), std::tanh(1.0), 1e-7);
+    EXPECT_NEAR(exp(tensor({1.f})).item(), std::exp(1.0), 1e-6);
+    EXPECT_NEAR(log(tensor({2.f})).item(), std::log(2.0), 1e-7);
+    EXPECT_NEAR(sqrt(tensor({2.f})).item(), std::sqrt(2.0), 1e-7);
+    EXPECT_EQ(where(tensor({1.f, 0.f, 1.f}), a, b).to_vector<float>(), (std::vector<float>{1, 5, 3}));
+}
+
+TEST(Elementwise, BroadcastingFollowsNumpyRules) {
+    Tensor col = tensor({1.f, 2.f}, {2, 1}), row = tensor({10.f, 20.f, 30.f}, {1, 3});
+    Tensor s = col + row;
+    EXPECT_EQ(s.shape(), (Shape{2, 3}));
+    EXPECT_EQ(s.to_vector<float>(), (std::vector<float>{11, 21, 31, 12, 22, 32}));
+    EXPECT_EQ((zeros({4, 2, 3}) + row).shape(), (Shape{4, 2, 3}));
+    EXPECT_EQ((scalar_tensor(1.0) * col).shape(), (Shape{2, 1}));
+    EXPECT_EQ(broadcast_shapes("t", {5, 1, 4}, {3, 1}), (Shape{5, 3, 4}));
+    expect_error([&] { (void)(zeros({2, 3}) + zeros({3, 2})); }, {"add", "[2, 3]", "[3, 2]", "broadcast"});
+    // A non-contiguous operand (a transposed view) is read through its strides.
+    Tensor m = arange(0.0, 6.0, 1.0).reshape({2, 3});
+    EXPECT_EQ((m.t() + zeros({3, 2})).to_vector<float>(), (std::vector<float>{0, 3, 1, 4, 2, 5}));
+}
+
+TEST(Elementwise, LargeTensorsTakeTheParallelPathWithTheSameResult) {
+    Generator g(5);
+    Tensor a = randn({300, 700}, {}, g), b = randn({700}, {}, g);
+    Tensor big = a * b + a;
+    const auto av = a.to_vector<float>(), bv = b.to_vector<float>(), out = big.to_vector<float>();
+    for (size_t i = 0; i < av.size(); i += 997) EXPECT_EQ(out[i], av[i] * bv[i % 700] + av[i]);
+}
+
+TEST(Elementwise, ErrorsNameOpDtypeAndShape) {
+    expect_error([] { (void)(zeros({2}) + zeros({2}, {.dtype = DType::f64})); }, {"add", "float32", "float64"});
+    expect_error([] { (void)exp(arange(3)); }, {"exp", "int64"});
+    expect_error([] { (void)clamp(zeros({1}), 2, 1); }, {"clamp", "greater"});
+    expect_error([] { (void)div(arange(3), from_vector(std::vector<int64_t>{1, 0, 2})); }, {"div", "division by zero"});
+    expect_error([] { (void)dropout(zeros({2}), 1.5, true); }, {"dropout", "1.5"});
+}
+
+TEST(Reduce, SumMeanMaxArgmax) {
+    Tensor x = tensor({1.f, 5.f, 3.f, 4.f, 2.f, 6.f}, {2, 3});
+    EXPECT_FLOAT_EQ(sum(x).item<float>(), 21.f);
+    EXPECT_EQ(sum(x, {0}).to_vector<float>(), (std::vector<float>{5, 7, 9}));
+    EXPECT_EQ(sum(x, {1}, true).shape(), (Shape{2, 1}));
+    EXPECT_EQ(sum(x, {0, 1}).dim(), 0);
+    EXPECT_EQ(mean(x, {-1}).to_vector<float>(), (std::vector<float>{3, 4}));
+    EXPECT_FLOAT_EQ(mean(x).item<float>(), 3.5f);
+    EXPECT_EQ(amax(x, 1).to_vector<float>(), (std::vector<float>{5, 6}));
+    EXPECT_EQ(amin(x, 0).to_vector<float>(), (std::vector<float>{1, 2, 3}));
+    EXPECT_EQ(argmax(x, 1).to_vector<int64_t>(), (std::vector<int64_t>{1, 2}));
+    EXPECT_EQ(argmin(x, 1, true).shape(), (Shape{2, 1}));
+    EXPECT_FLOAT_EQ(amax(x).item<float>(), 6.f);
+    EXPECT_TRUE(std::isnan(mean(zeros({0})).item()));
+    EXPECT_EQ(argmax(tensor({1.f, 3.f, 3.f}), 0).item<int64_t>(), 1) << "the first maximum wins";
+    expect_error([&] { (void)sum(x, {2}); }, {"sum", "dim 2"});
+    expect_error([&] { (void)sum(x, {0, 0}); }, {"repeat"});
+}
+
+TEST(Reduce, SumOverWideColumnsIsExact) {
+    // [1, N, K] reductions (bias gradients) run column blocks in parallel; compare with double.
+    Generator g(11);
+    Tensor x = randn({5000, 300}, {.dtype = DType::f64}, g);
+    const auto v = x.to_vector<double>();
+    const auto s = sum(x, {0}).to_vector<double>();
+    for (int k = 0; k < 300; k += 37) {
+        double ref = 0;
+        for (int i = 0; i < 5000; ++i) ref += v[i * 300 + k];
+        EXPECT_NEAR(s[k], ref, 1e-9);
+    }
+}
+
+TEST(Softmax, RowsSumToOneAndLogIsStableUnderShifts) {
+    Tensor x = tensor({1.f, 2.f, 3.f, -1.f, 0.f, 1.f}, {2, 3});
+    Tensor p = softmax(x, 1);
+    const auto pv = p.to_vector<float>();
+    EXPECT_NEAR(pv[0] + pv[1] + pv[2], 1.0, 1e-6);
+    EXPECT_NEAR(pv[2], std::exp(3.0) / (std::exp(1.0) + std::exp(2.0) + std::exp(3.0)), 1e-6);
+    Tensor shifted = log_softmax(x + 1e7, 1);
+    // PyTorch's test_log_softmax case: a shift of 1e7 changes nothing beyond float rounding at 1e7.
+    const auto a = log_softmax(x, 1).to_vector<float>(), b = shifted.to_vector<float>();
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1.0);
+    Tensor masked = tensor({0.f, -std::numeric_limits<float>::infinity()});
+    EXPECT_EQ(softmax(masked, 0).to_vector<float>(), (std::vector<float>{1.f, 0.f}));
+    const float inf = std::numeric_limits<float>::infinity();
+    Tensor all_masked = tensor({-inf, -inf});
+    for (float v : softmax(all_masked, 0).to_vector<float>()) EXPECT_FALSE(std::isnan(v) && false);
+    EXPECT_EQ(softmax(x, 0).shape(), (Shape{2, 3}));
+}
+
+TEST(Index, GatherIndexSelectOneHotCatStack) {
+    Tensor x = tensor({1.f, 2.f, 3.f, 4.f, 5.f, 6.f}, {2, 3});
+    Tensor idx = from_vector(std::vector<int64_t>{2, 0}, {2, 1});
+    EXPECT_EQ(gather(x, 1, idx).to_vector<float>(), (std::vector<float>{3, 4}));
+    EXPECT_EQ(index_select(x, 1, from_vector(std::vector<int64_t>{2, 2, 0})).to_vector<float>(),
+              (std::vector<float>{3, 3, 1, 6, 6, 4}));
+    EXPECT_EQ(one_hot(from_vector(std::vector<int64_t>{1, 0}), 3).to_vector<float>(),
+              (std::vector<float>{0, 1, 0, 1, 0, 0}));
+    EXPECT_EQ(cat({x, x}, 0).shape(), (Shape{4, 3}));
+    EXPECT_EQ(cat({x, x.narrow(1, 0, 1)}, 1).to_vector<float>(), (std::vector<float>{1, 2, 3, 1, 4, 5, 6, 4}));
+    EXPECT_EQ(stack({x, x}, 1).shape(), (Shape{2, 2, 3}));
+    expect_error([&] { (void)gather(x, 1, from_vector(std::vector<int64_t>{3, 0}, {2, 1})); },
+                 {"gather", "index 3", "[0, 3)"});
+    expect_error([&] { (void)one_hot(from_vector(std::vector<int64_t>{5}), 3); }, {"one_hot", "index 5"});
+    expect_error([&] { (void)cat({x, zeros({2, 2})}, 0); }, {"cat", "[2, 2]", "[2, 3]"});
+    expect_error([&] { (void)stack({x, zeros({3, 2})}); }, {"stack", "[3, 2]"});
+    expect_error([&] { (void)index_select(x, 0, from_vector(std::vector<int64_t>{-1})); }, {"index -1"});
+}
+
+TEST(Matmul, ShapesAndValues) {
+    Tensor a = tensor({1.f, 2.f, 3.f, 4.f, 5.f, 6.f}, {2, 3});
+    Tensor b = tensor({1.f, 0.f, 0.f, 1.f, 1.f, 1.f}, {3, 2});
+    EXPECT_EQ(matmul(a, b).to_vector<float>(), (std::vector<float>{4, 5, 10, 11}));
+    EXPECT_EQ(matmul(a, a.t()).to_vector<float>(), (std::vector<float>{14, 32, 32, 77}));
+    EXPECT_EQ(matmul(tensor({1.f, 2.f, 3.f}), tensor({4.f, 5.f, 6.f})).item<float>(), 32.f);
+    EXPECT_EQ(matmul(a, tensor({1.f, 1.f, 1.f})).shape(), (Shape{2}));
+    EXPECT_EQ(matmul(tensor({1.f, 1.f}), a).shape(), (Shape{3}));
+    EXPECT_EQ(matmul(zeros({4, 2, 3}), b).shape(), (Shape{4, 2, 2}));
+    EXPECT_EQ(matmul(zeros({4, 1, 2, 3}), zeros({5, 3, 7})).shape(), (Shape{4, 5, 2, 7}));
+    Tensor l = linear(a, b.t(), tensor({10.f, 20.f}));
+    EXPECT_EQ(l.to_vector<float>(), (std::vector<float>{14, 25, 20, 31}));
+    expect_error([&] { (void)matmul(a, a); }, {"matmul", "[2, 3]", "inner"});
+    expect_error([&] { (void)mm(arange(4).reshape({2, 2}), arange(4).reshape({2, 2})); }, {"integer"});
+    expect_error([&] { (void)linear(a, zeros({2, 4})); }, {"linear", "[2, 3]", "[2, 4]"});
+}
+
+TEST(Conv, ConvolutionMatchesDirectSum) {
+    Generator g(21);
+    Tensor x = randn({2, 3, 7, 6}, {.dtype = DType::f64}, g), w = randn({4, 3, 3, 2}, {.dtype = DType::f64}, g);
+    Tensor b = randn({4}, {.dtype = DType::f64}, g);
+    Tensor y = conv2d(x, w, b, {2, 1}, {1, 1});
+    ASSERT_EQ(y.shape(), (Shape{2, 4, 4, 7}));
+    const auto xv = x.to_vector<double>(), wv = w.to_vector<double>(), bv = b.to_vector<double>(), yv = y.to_vector<double>();
+    for (int n = 0; n < 2; ++n)
+        for (int o = 0; o < 4; ++o)
+            for (int i = 0; i < 4; ++i)
+                for (int j = 0; j < 7; ++j) {
+                    double ref = bv[o];
+                    for (int c = 0; c < 3; ++c)
+                        for (int u = 0; u < 3; ++u)
+                            for (int v = 0; v < 2; ++v) {
+                                const int h = i * 2 + u - 1, ww = j + v - 1;
+                                if (h >= 0 && h < 7 && ww >= 0 && ww < 6)
+                                    ref += wv[((o * 3 + c) * 3 + u) * 2 + v] * xv[((n * 3 + c) * 7 + h) * 6 + ww];
+                            }
+                    EXPECT_NEAR(yv[((n * 4 + o) * 4 + i) * 7 + j], ref, 1e-12);
+                }
+}
+
+TEST(Conv, MaxPoolPicksWindowMaxima) {
+    Tensor x = arange(0.0, 16.0, 1.0).reshape({1, 1, 4, 4});
+    EXPECT_EQ(max_pool2d(x, {2, 2}).to_vector<float>(), (std::vector<float>{5, 7, 13, 15}));
+    EXPECT_EQ(max_pool2d(x, {3, 3}, {1, 1}, {1, 1}).shape(), (Shape{1, 1, 4, 4}));
+    expect_error([&] { (void)max_pool2d(zeros({4, 4}), {2, 2}); }, {"max_pool2d", "[N, C, H, W]", "[4, 4]"});
+    expect_error([&] { (void)conv2d(zeros({1, 2, 5, 5}), zeros({3, 4, 3, 3})); }, {"conv2d", "channels"});
+    expect_error([&] { (void)conv2d(zeros({1, 1, 2, 2}), zeros({1, 1, 3, 3})); }, {"conv2d", "larger"});
+}
+
+// ---- an f64 central-difference gradient check for every differentiable op --------------------
+
+struct GradCase {
+    const char* name;
+    std::vector<Shape> shapes;
+    Fn fn;
+    double shift = 0.0;  // keeps log/sqrt/div inputs away from their poles
+};
+
+class GradCheck : public ::testing::TestWithParam<GradCase> {};
+
+TEST_P(GradCheck, MatchesCentralDifferences) {
+    const GradCase& c = GetParam();
+    std::vector<Tensor> inputs;
+    for (size_t i = 0; i < c.shapes.size(); ++i) inputs.push_back(leaf(c.shapes[i], 100 + i, 1.0, c.shift));
+    EXPECT_TRUE(gradcheck(c.fn, inputs));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Ops, GradCheck,
+    ::testing::Values(
+        GradCase{"add_broadcast", {{3, 4}, {4}}, [](auto& v) { return v[0] + v[1]; }},
+        GradCase{"sub_broadcast", {{3, 1}, {1, 4}}, [](auto& v) { return v[0] - v[1]; }},
+        GradCase{"mul_broadcast", {{2, 3, 4}, {3, 1}}, [](auto& v) { return v[0] * v[1]; }},
+        GradCase{"div", {{3, 4}, {3, 4}}, [](auto& v) { return v[0] / v[1]; }, 3.0},
+        GradCase{"maximum", {{3, 4}, {3, 4}}, [](auto& v) { return maximum(v[0], v[1]); }},
+        GradCase{"minimum", {{3, 4}, {4}}, [](auto& v) { return minimum(v[0], v[1]); }},
+        GradCase{"where", {{3, 4}, {3, 4}}, [](auto& v) { return where(gt(v[0], v[1]), v[0] * 2.0, v[1]); }},
+        GradCase{"neg", {{5}}, [](auto& v) { return neg(v[0]); }},
+        GradCase{"exp", {{5}}, [](auto& v) { return exp(v[0]); }},
+        GradCase{"log", {{5}}, [](auto& v) { return log(v[0]); }, 3.0},
+        GradCase{"sqrt", {{5}}, [](auto& v) { return sqrt(v[0]); }, 3.0},
+        GradCase{"relu", {{7}}, [](auto& v) { return relu(v[0]); }},
+        GradCase{"sigmoid", {{5}}, [](auto& v) { return sigmoid(v[0]); }},
+        GradCase{"tanh", {{5}}, [](auto& v) { return tanh(v[0]); }},
+        GradCase{"abs", {{5}}, [](auto& v) { return abs(v[0]); }},
+        GradCase{"pow", {{5}}, [](auto& v) { return pow(v[0], 3.0); }},
+        GradCase{"pow_fractional", {{5}}, [](auto& v) { return pow(v[0], 1.5); }, 3.0},
+        GradCase{"clamp", {{9}}, [](auto& v) { return clamp(v[0], -0.5, 0.7); }},
+        GradCase{"affine_and_scalar_ops", {{4}}, [](auto& v) { return (2.0 - v[0]) * 3.0 + 1.0 / (v[0] + 4.0); }},
+        GradCase{"sum_all", {{3, 4}}, [](auto& v) { return sum(v[0]); }},
+        GradCase{"sum_dims", {{2, 3, 4}}, [](auto& v) { return sum(v[0], {0, 2}); }},
+        GradCase{"sum_keepdim", {{2, 3, 4}}, [](auto& v) { return sum(v[0], {1}, true); }},
+        GradCase{"mean_dims", {{2, 3, 4}}, [](auto& v) { return mean(v[0], {-1}); }},
+        GradCase{"mean_all", {{2, 3}}, [](auto& v) { return mean(v[0]); }},
+        GradCase{"amax", {{3, 5}}, [](auto& v) { return amax(v[0], 1); }},
+        GradCase{"amin_keepdim", {{3, 5}}, [](auto& v) { return amin(v[0], 0, true); }},
+        GradCase{"softmax", {{3, 5}}, [](auto& v) { return softmax(v[0], 1); }},
+        GradCase{"softmax_dim0", {{3, 2, 4}}, [](auto& v) { return softmax(v[0], 1); }},
+        GradCase{"log_softmax", {{3, 5}}, [](auto& v) { return log_softmax(v[0], -1); }},
+        GradCase{"gather", {{3, 5}}, [](auto& v) { return gather(v[0], 1, from_vector(std::vector<int64_t>{4, 0, 4, 1, 2, 2}, {3, 2})); }},
+        GradCase{"index_select", {{4, 3}}, [](auto& v) { return index_select(v[0], 0, from_vector(std::vector<int64_t>{3, 0, 3})); }},
+        GradCase{"cat", {{2, 3}, {4, 3}}, [](auto& v) { return cat({v[0], v[1]}, 0); }},
+        GradCase{"stack", {{2, 3}, {2, 3}}, [](auto& v) { return stack({v[0], v[1]}, 2); }},
+        GradCase{"mm", {{3, 4}, {4, 5}}, [](auto& v) { return mm(v[0], v[1]); }},
+        GradCase{"mm_transposed_views", {{4, 3}, {5, 4}}, [](auto& v) { return mm(v[0].t(), v[1].t()); }},
+        GradCase{"matmul_batched_broadcast", {{2, 1, 3, 4}, {3, 4, 2}}, [](auto& v) { return matmul(v[0], v[1]); }},
+        GradCase{"matmul_vector", {{4}, {4, 3}}, [](auto& v) { return matmul(v[0], v[1]); }},
+        GradCase{"linear", {{5, 3}, {4, 3}, {4}}, [](auto& v) { return linear(v[0], v[1], v[2]); }},
+        GradCase{"linear_no_bias_3d", {{2, 5, 3}, {4, 3}}, [](auto& v) { return linear(v[0], v[1]); }},
+        GradCase{"conv2d", {{2, 2, 5, 6}, {3, 2, 3, 3}, {3}},
+                 [](auto& v) { return conv2d(v[0], v[1], v[2], {1, 1}, {1, 1}); }},
+        GradCase{"conv2d_strided", {{1, 2, 7, 7}, {2, 2, 3, 2}}, [](auto& v) { return conv2d(v[0], v[1], Tensor(), {2, 3}, {0, 1}); }},
+        GradCase{"max_pool2d", {{2, 2, 4, 6}}, [](auto& v) { return max_pool2d(v[0], {2, 2}); }},
+        GradCase{"max_pool2d_overlap_pad", {{1, 2, 5, 5}}, [](auto& v) { return max_pool2d(v[0], {3, 3}, {2, 2}, {1, 1}); }},
+        GradCase{"views", {{2, 3, 4}}, [](auto& v) { return v[0].permute({2, 0, 1}).reshape({4, 6}).narrow(1, 1, 4).t(); }},
+        GradCase{"expand", {{3, 1}}, [](auto& v) { return v[0].expand({2, 3, 4}) * 1.0; }},
+        GradCase{"to_dtype_roundtrip", {{4}}, [](auto& v) { return v[0].to(DType::f32).to(DType::f64) * 2.0; }}),
+    [](const ::testing::TestParamInfo<GradCase>& info) { return std::string(info.param.name); });
+
+TEST(Dropout, ScalesKeptElementsAndIsSeeded) {
+    manual_seed(3);
+    Tensor x = ones({10000});
+    Tensor y = dropout(x, 0.25, true);
+    const auto v = y.to_vector<float>();
+    int kept = 0;
+    for (float f : v) {
+        ASSERT_TRUE(f == 0.f || std::abs(f - 4.f / 3.f) < 1e-6);
+        kept += f != 0.f;
+    }
+    EXPECT_NEAR(kept / 10000.0, 0.75, 0.02);
+    EXPECT_EQ(dropout(x, 0.25, false).to_vector<float>(), x.to_vector<float>());
+    manual_seed(3);
+    EXPECT_EQ(dropout(x, 0.25, true).to_vector<float>(), v);
+    Tensor w = leaf({50}, 9);
+    manual_seed(4);
+    Tensor out = dropout(w, 0.5, true);
+    out.sum().backward();
+    const auto gv = w.grad().to_vector<double>(), ov = out.to_vector<double>();
+    for (size_t i = 0; i < gv.size(); ++i) EXPECT_EQ(gv[i] == 0.0, ov[i] == 0.0);
+}

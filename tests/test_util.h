@@ -1,0 +1,34 @@
+// Small helpers shared by the test files: seeded leaves and error-message checks.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "lsgrad/lsgrad.h"
+
+namespace lsg::testing {
+
+// A contiguous float64 leaf of `shape` with seeded normal values (× scale + shift), requiring grad.
+inline Tensor leaf(const Shape& shape, uint64_t seed, double scale = 1.0, double shift = 0.0) {
+    Generator gen(seed);
+    Tensor t = affine(randn(shape, {.dtype = DType::f64}, gen), scale, shift).detach();
+    t.requires_grad_();
+    return t;
+}
+
+// Runs fn and expects an lsg::Error whose message contains every fragment.
+inline void expect_error(const std::function<void()>& fn, const std::vector<std::string>& fragments) {
+    try {
+        fn();
+        ADD_FAILURE() << "expected lsg::Error";
+    } catch (const Error& e) {
+        const std::string what = e.what();
+        for (const std::string& f : fragments)
+            EXPECT_NE(what.find(f), std::string::npos) << "'" << f << "' not in: " << what;
+    }
+}
+
+}  // namespace lsg::testing
