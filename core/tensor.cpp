@@ -498,7 +498,7 @@ Tensor arange(double start, double end, double step, TensorOptions options) {
     const auto n = static_cast<int64_t>(std::max(0.0, std::ceil((end - start) / step)));
     std::vector<double> v(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) v[static_cast<size_t>(i)] = start + static_cast<double>(i) * step;
-    return from_vector(v, {n}, {.dtype = DType::f64}).to(options.dtype).to(options.device);
+    return from_vector(v, Shape{n}, {.dtype = DType::f64}).to(options.dtype).to(options.device);
 }
 
 Tensor zeros_like(const Tensor& t) { return zeros(t.shape(), {.dtype = t.dtype(), .device = t.device()}); }
@@ -506,8 +506,7 @@ Tensor ones_like(const Tensor& t) { return ones(t.shape(), {.dtype = t.dtype(), 
 Tensor empty_like(const Tensor& t) { return empty(t.shape(), {.dtype = t.dtype(), .device = t.device()}); }
 
 template <class T>
-Tensor from_vector(const std::vector<T>& values, Shape shape, TensorOptions options) {
-    if (shape.empty() && values.size() != 1) shape = {static_cast<int64_t>(values.size())};
+Tensor from_vector(const std::vector<T>& values, const Shape& shape, TensorOptions options) {
     LSG_CHECK(numel(shape) == static_cast<int64_t>(values.size()), "shape ", shape, " needs ", numel(shape),
               " values, got ", values.size());
     Tensor host = empty(shape, {.dtype = dtype_of<T>()});
@@ -516,15 +515,17 @@ Tensor from_vector(const std::vector<T>& values, Shape shape, TensorOptions opti
     if (options.requires_grad) t.requires_grad_();
     return t;
 }
-template Tensor from_vector<float>(const std::vector<float>&, Shape, TensorOptions);
-template Tensor from_vector<double>(const std::vector<double>&, Shape, TensorOptions);
-template Tensor from_vector<int64_t>(const std::vector<int64_t>&, Shape, TensorOptions);
+template Tensor from_vector<float>(const std::vector<float>&, const Shape&, TensorOptions);
+template Tensor from_vector<double>(const std::vector<double>&, const Shape&, TensorOptions);
+template Tensor from_vector<int64_t>(const std::vector<int64_t>&, const Shape&, TensorOptions);
 
-Tensor tensor(std::initializer_list<float> values, Shape shape, TensorOptions options) {
-    return from_vector(std::vector<float>(values), std::move(shape), options);
+Tensor tensor(std::initializer_list<float> values) { return from_vector(std::vector<float>(values)); }
+Tensor tensor(std::initializer_list<float> values, const Shape& shape, TensorOptions options) {
+    return from_vector(std::vector<float>(values), shape, options);
 }
-Tensor tensor(std::initializer_list<double> values, Shape shape, TensorOptions options) {
-    return from_vector(std::vector<double>(values), std::move(shape), options);
+Tensor tensor(std::initializer_list<double> values) { return from_vector(std::vector<double>(values)); }
+Tensor tensor(std::initializer_list<double> values, const Shape& shape, TensorOptions options) {
+    return from_vector(std::vector<double>(values), shape, options);
 }
 
 }  // namespace lsg

@@ -187,12 +187,20 @@ Tensor arange(double start, double end, double step, TensorOptions options = {})
 Tensor zeros_like(const Tensor& t);
 Tensor ones_like(const Tensor& t);
 Tensor empty_like(const Tensor& t);
-// A tensor holding `values` (row-major) in `shape` (default: 1-D); dtype from T.
+// A tensor holding `values` (row-major) in `shape` (Shape{} makes a 0-d tensor of one value).
+// dtype from T unless options say otherwise.
 template <class T>
-Tensor from_vector(const std::vector<T>& values, Shape shape = {}, TensorOptions options = {.dtype = dtype_of<T>()});
-// 1-D f32 / i64 literals: tensor({1.f, 2.f}), tensor({0, 3, 1}) with shape by reshape.
-Tensor tensor(std::initializer_list<float> values, Shape shape = {}, TensorOptions options = {});
-Tensor tensor(std::initializer_list<double> values, Shape shape = {}, TensorOptions options = {.dtype = DType::f64});
+Tensor from_vector(const std::vector<T>& values, const Shape& shape, TensorOptions options = {.dtype = dtype_of<T>()});
+// The same, 1-D, as torch.tensor([...]).
+template <class T>
+Tensor from_vector(const std::vector<T>& values) {
+    return from_vector(values, Shape{static_cast<int64_t>(values.size())});
+}
+// Literals: tensor({1.f, 2.f}) is f32 [2], tensor({1.0, 2.0}, {2, 1}) f64 [2, 1].
+Tensor tensor(std::initializer_list<float> values);
+Tensor tensor(std::initializer_list<float> values, const Shape& shape, TensorOptions options = {});
+Tensor tensor(std::initializer_list<double> values);
+Tensor tensor(std::initializer_list<double> values, const Shape& shape, TensorOptions options = {.dtype = DType::f64});
 
 // Number of elements of a shape.
 int64_t numel(const Shape& shape);
@@ -201,9 +209,9 @@ Shape contiguous_strides(const Shape& shape);
 // Wraps a possibly negative dim into [0, ndim) or throws naming `op`.
 int64_t wrap_dim(const char* op, int64_t dim, int64_t ndim);
 
-extern template Tensor from_vector<float>(const std::vector<float>&, Shape, TensorOptions);
-extern template Tensor from_vector<double>(const std::vector<double>&, Shape, TensorOptions);
-extern template Tensor from_vector<int64_t>(const std::vector<int64_t>&, Shape, TensorOptions);
+extern template Tensor from_vector<float>(const std::vector<float>&, const Shape&, TensorOptions);
+extern template Tensor from_vector<double>(const std::vector<double>&, const Shape&, TensorOptions);
+extern template Tensor from_vector<int64_t>(const std::vector<int64_t>&, const Shape&, TensorOptions);
 extern template float Tensor::item<float>() const;
 extern template double Tensor::item<double>() const;
 extern template int64_t Tensor::item<int64_t>() const;
