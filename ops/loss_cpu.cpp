@@ -87,20 +87,20 @@ void ce_row_portable(const CeCall<T>& c, const T* x, int64_t y, T* loss, T* lse_
         detail::lse_update(st, x[k]);
         if (k != c.pad) sdx += (c.w ? c.w[k] : T(1)) * (x[k] - pivot);
     }
-    const T lse = detail::lse_value(st);
-    if (lse_out) *lse_out = lse;
+    if (lse_out) *lse_out = detail::lse_value(st);
     if (skip) {
         *loss = T(0);
         if (g) std::fill(g, g + c.K, T(0));
         return;
     }
     const T w_y = c.w ? c.w[y] : T(1);
-    *loss = detail::ce_row_loss(c.sw, lse, x_y, w_y, pivot, c.sum_w, sdx);
+    *loss = detail::ce_row_loss(c.sw, detail::lse_minus(st, pivot), x_y - pivot, w_y, c.sum_w, sdx);
     if (!g) return;
     const T W = detail::ce_row_mass(c.sw, w_y, c.sum_w);
+    const T log_s = detail::lm_log(st.s);
     for (int64_t k = 0; k < c.K; ++k)
-        g[k] = detail::ce_grad(c.scale, W, x[k], lse, detail::smooth_target(c.sw, k, y, c.pad),
-                               c.w ? c.w[k] : T(1));
+        g[k] = detail::ce_grad(c.scale, W, detail::softmax_prob(x[k], st.m, log_s),
+                               detail::smooth_target(c.sw, k, y, c.pad), c.w ? c.w[k] : T(1));
 }
 
 // ---- AVX-512 f32 paths ------------------------------------------------------------------------
@@ -147,13 +147,13 @@ inline void ce_accumulate16(__m512 v, __m512 wv, __mmask16 m, __m512 pivot, __m5
     vdx = Weighted ? _mm512_mask3_fmadd_ps(wv, d, vdx, m) : _mm512_mask_add_ps(vdx, m, vdx, d);
 }
 
-// lse of the per-lane states (lanes with max −inf hold sum 0).
-inline float lse_of_lanes(__m512 vmax, __m512 vsum) {
+// The row's state from the per-lane states (lanes with max −inf hold sum 0).
+inline LseState<float> merge_lanes(__m512 vmax, __m512 vsum) {
     const float M = _mm512_reduce_max_ps(vmax);
-    if (M == -INFINITY) return -INFINITY;
+    if (M == -INFINITY) return {M, 0.0f};
     const __mmask16 live = _mm512_cmp_ps_mask(vmax, _mm512_set1_ps(-INFINITY), _CMP_NEQ_UQ);
     const __m512 s = _mm512_maskz_mul_ps(live, vsum, exp16(_mm512_sub_ps(vmax, _mm512_set1_ps(M))));
-    return M + logf(_mm512_reduce_add_ps(s));
+    return {M, _mm512_reduce_add_ps(s)};
 }
 
 // Σ_{k ≠ pad} w_k·(x_k − c) from the sum over all k: subtract the padding term, or recompute the
@@ -171,9 +171,11 @@ float drop_padding(const CeCall<float>& c, const float* x, float pivot, float sd
 
 // The row's target weight q_k·w_k at the two special columns, for the gradient fix-up.
 template <bool Weighted>
-void ce_fix_special(const CeCall<float>& c, const float* x, int64_t y, float lse, float W, float* g) {
-    g[y] = detail::ce_grad(c.scale, W, x[y], lse, c.sw.on, Weighted ? c.w[y] : 1.0f);
-    if (c.pad >= 0) g[c.pad] = detail::ce_grad(c.scale, W, x[c.pad], lse, 0.0f, Weighted ? c.w[c.pad] : 1.0f);
+void ce_fix_special(const CeCall<float>& c, const float* x, int64_t y, float m, float log_s, float W, float* g) {
+    g[y] = detail::ce_grad(c.scale, W, detail::softmax_prob(x[y], m, log_s), c.sw.on, Weighted ? c.w[y] : 1.0f);
+    if (c.pad >= 0)
+        g[c.pad] = detail::ce_grad(c.scale, W, detail::softmax_prob(x[c.pad], m, log_s), 0.0f,
+                                   Weighted ? c.w[c.pad] : 1.0f);
 }
 
 // K ≤ 16: the row is one vector; its exponentials are reused for the gradient.
@@ -193,7 +195,8 @@ void ce_rows_small_avx512(const CeCall<float>& c, const float* x, const int64_t*
         const bool empty = M == -INFINITY;
         const __m512 e = exp16(_mm512_sub_ps(v, _mm512_set1_ps(M)));
         const float S = empty ? 0.0f : _mm512_reduce_add_ps(e);
-        const float lse = M + logf(S);
+        const float log_s = logf(S);
+        const float lse = M + log_s;
         if (lse_out) lse_out[i] = lse;
         float* gi = grad ? grad + i * K : nullptr;
         if (ce_row_skipped(c, y)) {
@@ -209,7 +212,7 @@ void ce_rows_small_avx512(const CeCall<float>& c, const float* x, const int64_t*
             const __m512 d = _mm512_maskz_sub_ps(m, v, _mm512_set1_ps(pivot));
             sdx = drop_padding<Weighted>(c, xi, pivot, _mm512_reduce_add_ps(Weighted ? _mm512_mul_ps(wv, d) : d));
         }
-        loss[i] = detail::ce_row_loss(c.sw, lse, x_y, w_y, pivot, c.sum_w, sdx);
+        loss[i] = detail::ce_row_loss(c.sw, (M - pivot) + log_s, x_y - pivot, w_y, c.sum_w, sdx);
         if (!gi) continue;
         const float W = detail::ce_row_mass(c.sw, w_y, c.sum_w);
         // p = e / S, except that an all-masked row keeps the portable path's NaN.
@@ -246,8 +249,8 @@ void ce_rows_large_avx512(const CeCall<float>& c, const float* x, const int64_t*
             const __m512 wv = Weighted ? _mm512_maskz_loadu_ps(mt, c.w + Kv) : one;
             ce_accumulate16<Weighted>(_mm512_maskz_loadu_ps(mt, xi + Kv), wv, mt, vp, vmax, vsum, vdx);
         }
-        const float lse = lse_of_lanes(vmax, vsum);
-        if (lse_out) lse_out[i] = lse;
+        const LseState<float> st = merge_lanes(vmax, vsum);
+        if (lse_out) lse_out[i] = detail::lse_value(st);
         float* gi = grad ? grad + i * K : nullptr;
         if (skip) {
             loss[i] = 0.0f;
@@ -256,15 +259,16 @@ void ce_rows_large_avx512(const CeCall<float>& c, const float* x, const int64_t*
         }
         const float w_y = Weighted ? c.w[y] : 1.0f;
         const float sdx = drop_padding<Weighted>(c, xi, pivot, _mm512_reduce_add_ps(vdx));
-        loss[i] = detail::ce_row_loss(c.sw, lse, x_y, w_y, pivot, c.sum_w, sdx);
+        loss[i] = detail::ce_row_loss(c.sw, detail::lse_minus(st, pivot), x_y - pivot, w_y, c.sum_w, sdx);
         if (!gi) continue;
         const float W = detail::ce_row_mass(c.sw, w_y, c.sum_w);
-        const __m512 vl = _mm512_set1_ps(lse), vW = _mm512_set1_ps(W), vs = _mm512_set1_ps(c.scale);
+        const float log_s = logf(st.s);
+        const __m512 vm = _mm512_set1_ps(st.m), vls = _mm512_set1_ps(log_s), vW = _mm512_set1_ps(W), vs = _mm512_set1_ps(c.scale);
         const __m512 voff = _mm512_set1_ps(c.sw.off);
         auto grad16 = [&](int64_t k, __mmask16 m) {
             const __m512 v = _mm512_maskz_loadu_ps(m, xi + k);
             const __m512 q = Weighted ? _mm512_mul_ps(voff, _mm512_maskz_loadu_ps(m, c.w + k)) : voff;
-            return _mm512_mul_ps(vs, _mm512_fmsub_ps(vW, exp16(_mm512_sub_ps(v, vl)), q));
+            return _mm512_mul_ps(vs, _mm512_fmsub_ps(vW, exp16(_mm512_sub_ps(_mm512_sub_ps(v, vm), vls)), q));
         };
         int64_t k = 0;
         if (Stream) {
@@ -276,7 +280,7 @@ void ce_rows_large_avx512(const CeCall<float>& c, const float* x, const int64_t*
             for (; k + 16 <= K; k += 16) _mm512_storeu_ps(gi + k, grad16(k, 0xFFFF));
         }
         if (k < K) _mm512_mask_storeu_ps(gi + k, tail_mask(K - k), grad16(k, tail_mask(K - k)));
-        ce_fix_special<Weighted>(c, xi, y, lse, W, gi);
+        ce_fix_special<Weighted>(c, xi, y, st.m, log_s, W, gi);
     }
     if (Stream) _mm_sfence();
 }
@@ -292,15 +296,15 @@ void ce_rows_avx512(const CeCall<float>& c, bool stream, const float* x, const i
         ce_rows_large_avx512<Weighted, false>(c, x, target, r0, r1, loss, lse_out, grad);
 }
 
-// lse of one row (the first sweep of the probability-target kernel).
-float row_lse_avx512(const float* x, int64_t K) {
+// The lse state of one row (the first sweep of the probability-target kernel).
+LseState<float> row_lse_avx512(const float* x, int64_t K) {
     const int64_t Kv = K & ~int64_t(15);
     const __mmask16 mt = tail_mask(K - Kv);
     const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
     __m512 vmax = _mm512_set1_ps(-INFINITY), vsum = zero, vdx = zero;
     for (int64_t k = 0; k < Kv; k += 16) ce_accumulate16<false>(_mm512_loadu_ps(x + k), one, 0xFFFF, zero, vmax, vsum, vdx);
     if (mt) ce_accumulate16<false>(_mm512_maskz_loadu_ps(mt, x + Kv), one, mt, zero, vmax, vsum, vdx);
-    return lse_of_lanes(vmax, vsum);
+    return merge_lanes(vmax, vsum);
 }
 
 #pragma GCC pop_options
@@ -366,13 +370,13 @@ void cross_entropy_index_impl(const CrossEntropyIndexArgs& a) {
 // ---- probability-target cross-entropy ----------------------------------------------------------
 
 template <class T>
-T row_lse(const T* x, int64_t K, bool vector) {
+LseState<T> row_lse(const T* x, int64_t K, bool vector) {
     if constexpr (std::is_same_v<T, float>) {
         if (vector) return row_lse_avx512(x, K);
     }
     LseState<T> st = detail::lse_init<T>();
     for (int64_t k = 0; k < K; ++k) detail::lse_update(st, x[k]);
-    return detail::lse_value(st);
+    return st;
 }
 
 template <class T>
@@ -396,24 +400,29 @@ void cross_entropy_prob_impl(const CrossEntropyProbArgs& a) {
         for (int64_t i = r0; i < r1; ++i) {
             const T* xi = x + i * K;
             const T* ti = t + i * K;
-            const T lse = row_lse(xi, K, vector);
-            if (lse_out) lse_out[i] = lse;
-            // A zero target weight contributes 0 even where x = −inf (log p = −inf).
-            T li = 0, W = 0;
+            const LseState<T> st = row_lse(xi, K, vector);
+            const T log_s = detail::lm_log(st.s);
+            if (lse_out) lse_out[i] = st.m + log_s;
+            // A zero target weight contributes 0 even where x = −inf (log p = −inf). The sums run in
+            // double: W's rounding would show in every gradient element (a row's gradient sums to
+            // W·Σp − W).
+            double li = 0, Wd = 0;
             for (int64_t k = 0; k < K; ++k) {
                 const T q = (ti[k] * keep + spread) * (w ? w[k] : T(1));
-                if (q != T(0)) li += q * (lse - xi[k]);
-                W += q;
+                if (q != T(0)) li += static_cast<double>(q * ((st.m - xi[k]) + log_s));
+                Wd += static_cast<double>(q);
             }
-            loss[i] = li;
+            loss[i] = static_cast<T>(li);
+            const T W = static_cast<T>(Wd);
             if (grad) {
                 T* gi = grad + i * K;
                 for (int64_t k = 0; k < K; ++k)
-                    gi[k] = scale * (W * detail::lm_exp(xi[k] - lse) - (ti[k] * keep + spread) * (w ? w[k] : T(1)));
+                    gi[k] = detail::ce_grad(scale, W, detail::softmax_prob(xi[k], st.m, log_s),
+                                            ti[k] * keep + spread, w ? w[k] : T(1));
             }
             if (grad_t) {
                 T* gi = grad_t + i * K;
-                for (int64_t k = 0; k < K; ++k) gi[k] = -scale * keep * (w ? w[k] : T(1)) * (xi[k] - lse);
+                for (int64_t k = 0; k < K; ++k) gi[k] = scale * keep * (w ? w[k] : T(1)) * ((st.m - xi[k]) + log_s);
             }
         }
     });

@@ -73,6 +73,13 @@ LSG_HD inline T lse_value(LseState<T> st) {
     return st.m + lm_log(st.s);
 }
 
+// lse − c as (m − c) + log s, without rounding lse itself: with logits near 1e7 (or 1e4) the
+// rounding of lse in float is 1 (or 1e-3), which lse − x_y must not inherit.
+template <class T>
+LSG_HD inline T lse_minus(LseState<T> st, T c) {
+    return (st.m - c) + lm_log(st.s);
+}
+
 // ---- smoothed targets ------------------------------------------------------------------------
 // The target distribution of a row with class y: `on` on y, `off` on every other class, 0 on the
 // padding class; a row whose class is the padding class is all 0.
@@ -102,17 +109,17 @@ LSG_HD inline T smooth_target(SmoothWeights<T> sw, int64_t k, int64_t y, int64_t
 // ---- cross-entropy of one row against an index target ---------------------------------------
 // loss = Σ_k q_k·w_k·(lse − x_k), computed from row statistics so the row is read once:
 //   loss = (on − off)·w_y·(lse − x_y) + off·(Σw·(lse − c) − Σ_k w_k·(x_k − c)),
-// the sums over the non-padding classes. The pivot c (x_y when finite, else 0) keeps the sums small
-// when every logit is shifted by a large constant (a shift of 1e7 would otherwise cancel K·lse
-// against Σx in float). For Uniform, on − off = 1 − ε and off = ε/K: PyTorch's weighted formula
-// (1 − ε)·w_y·(lse − x_y) + (ε/K)·Σ_k w_k·(lse − x_k). Terms with a zero coefficient are skipped, so
-// ε = 0 with masked (−inf) non-target classes stays finite.
+// the sums over the non-padding classes, with lse_c = lse − c and dx_y = x_y − c given relative to a
+// pivot c (x_y when finite, else 0; see ce_pivot) so that a large common shift of the logits (1e7)
+// cancels exactly instead of K·lse against Σx. For Uniform, on − off = 1 − ε and off = ε/K:
+// PyTorch's weighted formula (1 − ε)·w_y·(lse − x_y) + (ε/K)·Σ_k w_k·(lse − x_k). Terms with a zero
+// coefficient are skipped, so ε = 0 with masked (−inf) non-target classes stays finite.
 template <class T>
-LSG_HD inline T ce_row_loss(SmoothWeights<T> sw, T lse, T x_y, T w_y, T pivot, T sum_w, T sum_w_dx) {
+LSG_HD inline T ce_row_loss(SmoothWeights<T> sw, T lse_c, T dx_y, T w_y, T sum_w, T sum_w_dx) {
     const T a = (sw.on - sw.off) * w_y;
     T loss = T(0);
-    if (a != T(0)) loss += a * (lse - x_y);
-    if (sw.off != T(0)) loss += sw.off * (sum_w * (lse - pivot) - sum_w_dx);
+    if (a != T(0)) loss += a * (lse_c - dx_y);
+    if (sw.off != T(0)) loss += sw.off * (sum_w * lse_c - sum_w_dx);
     return loss;
 }
 
@@ -128,11 +135,17 @@ LSG_HD inline T ce_row_mass(SmoothWeights<T> sw, T w_y, T sum_w) {
     return (sw.on - sw.off) * w_y + sw.off * sum_w;
 }
 
-// ∂loss/∂x_j = scale·(W·p_j − q_j·w_j) with p_j = e^{x_j − lse}; a masked class (x_j = −inf) has
-// p_j = 0, so the gradient stays finite even when the loss is +inf.
+// p_j = e^{(x_j − m) − log s}: x_j − m is exact, so p keeps full precision whatever the offset of
+// the row. A masked class (x_j = −inf) has p_j = 0.
 template <class T>
-LSG_HD inline T ce_grad(T scale, T W, T x_j, T lse, T q_j, T w_j) {
-    return scale * (W * lm_exp(x_j - lse) - q_j * w_j);
+LSG_HD inline T softmax_prob(T x_j, T m, T log_s) {
+    return lm_exp((x_j - m) - log_s);
+}
+
+// ∂loss/∂x_j = scale·(W·p_j − q_j·w_j); finite for a masked class even when the loss is +inf.
+template <class T>
+LSG_HD inline T ce_grad(T scale, T W, T p_j, T q_j, T w_j) {
+    return scale * (W * p_j - q_j * w_j);
 }
 
 // ---- KL divergence, pointwise ----------------------------------------------------------------
@@ -172,20 +185,21 @@ LSG_HD inline T sigmoid(T x) {
     const T e = lm_exp(x);
     return e / (T(1) + e);
 }
-// (1 − t)·x + (1 + (pw − 1)·t)·softplus(−x) = −[pw·t·log σ(x) + (1 − t)·log(1 − σ(x))].
+// −[pw·t·log σ(x) + (1 − t)·log(1 − σ(x))] = pw·t·softplus(−x) + (1 − t)·softplus(x): both terms
+// are non-negative, so nothing cancels for large |x| (e^−100 stays e^−100).
 template <class T>
 LSG_HD inline T bce_point(T x, T t, T pw) {
-    return (T(1) - t) * x + (T(1) + (pw - T(1)) * t) * softplus(-x);
+    return pw * t * softplus(-x) + (T(1) - t) * softplus(x);
 }
-// ∂/∂x = (1 − t) − (1 + (pw − 1)·t)·σ(−x)  (σ(x) − t when pw = 1).
+// ∂/∂x = (1 − t)·σ(x) − pw·t·σ(−x)  (σ(x) − t when pw = 1).
 template <class T>
 LSG_HD inline T bce_grad_x(T x, T t, T pw) {
-    return (T(1) - t) - (T(1) + (pw - T(1)) * t) * sigmoid(-x);
+    return (T(1) - t) * sigmoid(x) - pw * t * sigmoid(-x);
 }
-// ∂/∂t = −x + (pw − 1)·softplus(−x).
+// ∂/∂t = pw·softplus(−x) − softplus(x).
 template <class T>
 LSG_HD inline T bce_grad_t(T x, T pw) {
-    return -x + (pw - T(1)) * softplus(-x);
+    return pw * softplus(-x) - softplus(x);
 }
 
 }  // namespace lsg::detail

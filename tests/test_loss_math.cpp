@@ -1,0 +1,149 @@
+// The shared loss arithmetic (ops/loss_math.h) and the raw CPU loss kernels, against hand-computed
+// values and a double-precision reference.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "lsgrad/ops/loss_kernels.h"
+#include "lsgrad/ops/loss_math.h"
+
+namespace {
+
+using namespace lsg::detail;
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+double lse_of(const std::vector<double>& xs) {
+    LseState<double> st = lse_init<double>();
+    for (double x : xs) lse_update(st, x);
+    return lse_value(st);
+}
+
+TEST(LossMath, OnlineLseMatchesDirectFormula) {
+    const std::vector<double> xs = {0.5, -1.0, 3.0, 2.0, -7.0};
+    double m = 3.0, s = 0.0;
+    for (double x : xs) s += std::exp(x - m);
+    EXPECT_NEAR(lse_of(xs), m + std::log(s), 1e-15);
+}
+
+TEST(LossMath, LseMergeEqualsOnePass) {
+    const std::vector<double> a = {1.0, -2.0, 4.0}, b = {10.0, 0.0};
+    LseState<double> sa = lse_init<double>(), sb = lse_init<double>();
+    for (double x : a) lse_update(sa, x);
+    for (double x : b) lse_update(sb, x);
+    EXPECT_NEAR(lse_value(lse_merge(sa, sb)), lse_of({1.0, -2.0, 4.0, 10.0, 0.0}), 1e-14);
+    EXPECT_NEAR(lse_value(lse_merge(sb, sa)), lse_of({1.0, -2.0, 4.0, 10.0, 0.0}), 1e-14);
+    // Merging with an empty (or all-masked) part changes nothing and makes no NaN.
+    EXPECT_EQ(lse_value(lse_merge(sa, lse_init<double>())), lse_value(sa));
+    EXPECT_EQ(lse_value(lse_merge(lse_init<double>(), lse_init<double>())), -kInf);
+}
+
+TEST(LossMath, MaskedElementsContributeNothing) {
+    EXPECT_NEAR(lse_of({-kInf, 0.0, -kInf, 0.0}), std::log(2.0), 1e-15);
+    // An all-masked row: −inf − (−inf) must not make NaN inside the state.
+    const double all = lse_of({-kInf, -kInf, -kInf});
+    EXPECT_EQ(all, -kInf);
+    EXPECT_TRUE(std::isnan(lse_of({0.0, std::nan(""), 1.0})));
+}
+
+TEST(LossMath, LseIsShiftInvariant) {
+    EXPECT_NEAR(lse_of({1e4, 1e4 - 1.0}) - 1e4, std::log(1.0 + std::exp(-1.0)), 1e-12);
+    EXPECT_NEAR(lse_of({-1e4, -1e4 - 1.0}) + 1e4, std::log(1.0 + std::exp(-1.0)), 1e-12);
+}
+
+TEST(LossMath, SmoothWeightsOfBothConventions) {
+    auto u = smooth_weights<double>(0.1, 4, false, false);
+    EXPECT_DOUBLE_EQ(u.on, 1 - 0.1 + 0.1 / 4);
+    EXPECT_DOUBLE_EQ(u.off, 0.1 / 4);
+    auto o = smooth_weights<double>(0.1, 3, true, false);
+    EXPECT_DOUBLE_EQ(o.on, 0.9);
+    EXPECT_DOUBLE_EQ(o.off, 0.05);
+    auto p = smooth_weights<double>(0.5, 5, true, true);
+    EXPECT_DOUBLE_EQ(p.off, 0.5 / 3);
+    EXPECT_EQ(smooth_target(p, 0, 2, 0), 0.0);  // the padding column
+    EXPECT_EQ(smooth_target(p, 3, 0, 0), 0.0);  // a padding row
+    EXPECT_DOUBLE_EQ(smooth_target(p, 2, 2, 0), 0.5);
+}
+
+TEST(LossMath, RowLossEqualsWeightedSumOverTargets) {
+    std::mt19937 rng(3);
+    std::normal_distribution<double> nd(0.0, 2.0);
+    const int64_t K = 7;
+    for (bool off : {false, true})
+        for (int64_t pad : {int64_t(-1), int64_t(4)}) {
+            if (pad >= 0 && !off) continue;
+            std::vector<double> x(K), w(K);
+            for (auto& v : x) v = nd(rng) + 1e3;  // a large common offset must not hurt
+            for (auto& v : w) v = 0.5 + std::abs(nd(rng));
+            const int64_t y = 2;
+            const auto sw = smooth_weights<double>(0.2, K, off, pad >= 0);
+            const double lse = lse_of(x), c = ce_pivot(x[y]);
+            double sum_w = 0, sdx = 0, expect = 0, mass = 0;
+            for (int64_t k = 0; k < K; ++k) {
+                const double q = smooth_target(sw, k, y, pad);
+                expect += q * w[k] * (lse - x[k]);
+                mass += q * w[k];
+                if (k == pad) continue;
+                sum_w += w[k];
+                sdx += w[k] * (x[k] - c);
+            }
+            EXPECT_NEAR(ce_row_loss(sw, lse - c, x[y] - c, w[y], sum_w, sdx), expect, 1e-9);
+            EXPECT_NEAR(ce_row_mass(sw, w[y], sum_w), mass, 1e-12);
+        }
+}
+
+TEST(LossMath, GradientOfMaskedClassIsFinite) {
+    const double g = ce_grad(1.0, 1.0, softmax_prob(-kInf, 0.3, 0.2), 0.05, 1.0);
+    EXPECT_DOUBLE_EQ(g, -0.05);
+}
+
+TEST(LossMath, KlAndBcePointwise) {
+    EXPECT_EQ(kl_point(-kInf, 0.0), 0.0);
+    EXPECT_EQ(kl_point_log_target(-kInf, -kInf), 0.0);
+    EXPECT_NEAR(kl_point(std::log(0.25), 0.5), 0.5 * std::log(2.0), 1e-15);
+    // Stable for large |x|: log(1 + e^−100) and 100 + log(1 + e^−100).
+    EXPECT_NEAR(bce_point(100.0, 1.0, 1.0), std::exp(-100.0), 1e-50);
+    EXPECT_NEAR(bce_point(-100.0, 1.0, 1.0), 100.0, 1e-12);
+    EXPECT_NEAR(bce_point(-100.0, 0.0, 1.0), std::exp(-100.0), 1e-50);
+    EXPECT_NEAR(bce_grad_x(0.3, 0.7, 1.0), 1 / (1 + std::exp(-0.3)) - 0.7, 1e-15);
+}
+
+// The fused f32 kernel writes exactly rows·classes gradient values: NaN sentinels around every
+// buffer stay untouched, at K that are and are not multiples of the vector width.
+TEST(LossKernelsCpu, FusedKernelStaysInsideItsBuffers) {
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    for (int64_t K : {1, 10, 16, 17, 33, 1003}) {
+        const int64_t N = 5, guard = 32;
+        std::vector<float> x(N * K), grad(N * K + 2 * guard, nan), loss(N + 2 * guard, nan), lse(N + 2 * guard, nan);
+        std::mt19937 rng(static_cast<unsigned>(K));
+        std::normal_distribution<float> nd(0.f, 3.f);
+        for (auto& v : x) v = nd(rng);
+        std::vector<int64_t> y(N);
+        for (auto& v : y) v = static_cast<int64_t>(rng() % K);
+        lsg::CrossEntropyIndexArgs a;
+        a.rows = N;
+        a.classes = K;
+        a.logits = x.data();
+        a.target = y.data();
+        a.label_smoothing = 0.1;
+        a.row_loss = loss.data() + guard;
+        a.lse = lse.data() + guard;
+        a.grad = grad.data() + guard;
+        lsg::cpu_loss_kernels().cross_entropy_index(a);
+        for (int64_t i = 0; i < guard; ++i) {
+            EXPECT_TRUE(std::isnan(grad[i]) && std::isnan(grad[guard + N * K + i])) << "K = " << K;
+            EXPECT_TRUE(std::isnan(loss[i]) && std::isnan(loss[guard + N + i])) << "K = " << K;
+        }
+        for (int64_t i = 0; i < N * K; ++i) EXPECT_FALSE(std::isnan(grad[guard + i])) << "K = " << K;
+        // Each gradient row sums to 0 (Σ p = Σ q = 1).
+        for (int64_t i = 0; i < N; ++i) {
+            double s = 0;
+            for (int64_t k = 0; k < K; ++k) s += grad[guard + i * K + k];
+            EXPECT_NEAR(s, 0.0, 1e-5) << "K = " << K;
+        }
+    }
+}
+
+}  // namespace
