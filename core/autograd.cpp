@@ -43,7 +43,12 @@ public:
         Tensor g = grad;
         if (g.dtype() != leaf->dtype) g = g.to(leaf->dtype);
         if (!leaf->grad) {
-            leaf->grad = g.contiguous().clone().impl_ptr();
+            // A gradient that nothing else references (a fused loss's buffer once its node has
+            // been released, a fresh matmul result) is adopted as it is; anything shared is
+            // copied, so that a later in-place accumulation cannot write through an alias.
+            const bool sole_owner = g.impl_ptr().use_count() <= 2 && g.storage().use_count() == 1 &&
+                                    g.is_contiguous() && g.offset() == 0 && g.grad_fn() == nullptr;
+            leaf->grad = sole_owner ? g.impl_ptr() : g.contiguous().clone().impl_ptr();
         } else {
             Tensor acc(leaf->grad);
             acc.copy_(add(acc, g));

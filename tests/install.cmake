@@ -1,0 +1,6 @@
+# The downstream test: install, then build a separate project against the installed package.
+add_test(NAME install.find_package_downstream
+         COMMAND ${CMAKE_COMMAND} -DBUILD_DIR=${PROJECT_BINARY_DIR} -DSOURCE_DIR=${PROJECT_SOURCE_DIR}
+                 -DWORK_DIR=${PROJECT_BINARY_DIR}/downstream -DGENERATOR=${CMAKE_GENERATOR}
+                 -P ${PROJECT_SOURCE_DIR}/cmake/InstallTest.cmake)
+set_tests_properties(install.find_package_downstream PROPERTIES TIMEOUT 600 RUN_SERIAL TRUE)
