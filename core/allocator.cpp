@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -51,15 +52,23 @@ public:
     void deallocate(void* ptr, size_t nbytes) override {
         if (ptr == nullptr) return;
         const size_t cls = size_class(nbytes);
-        {
-            std::lock_guard lock(mutex_);
-            if (cached_ + cls <= kMaxCachedBytes) {
-                free_[cls].push_back(ptr);
-                cached_ += cls;
-                return;
-            }
+        if (cls > kMaxCachedBytes) {
+            std::free(ptr);
+            return;
         }
-        std::free(ptr);
+        std::lock_guard lock(mutex_);
+        // The block just freed is the one most likely needed next (the same step runs again), so
+        // older cached blocks make room for it rather than the other way round.
+        for (auto it = free_.begin(); cached_ + cls > kMaxCachedBytes && it != free_.end();) {
+            while (!it->second.empty() && cached_ + cls > kMaxCachedBytes) {
+                std::free(it->second.back());
+                it->second.pop_back();
+                cached_ -= it->first;
+            }
+            it = it->second.empty() ? free_.erase(it) : std::next(it);
+        }
+        free_[cls].push_back(ptr);
+        cached_ += cls;
     }
 
     void empty_cache() override {
