@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
 
 #include "lsgrad/core/error.h"
 #include "lsgrad/ops/mixup.h"

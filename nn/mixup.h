@@ -5,7 +5,6 @@
 // mixup_targets(y, K, λ, ε) = λ·s(y_i) + (1 − λ)·s(y_j), s the Uniform-smoothed one-hot target.
 #pragma once
 
-#include <array>
 #include <cstdint>
 #include <optional>
 #include <random>
