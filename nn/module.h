@@ -94,7 +94,7 @@ public:
 
 private:
     void add_child(const std::string& name, std::shared_ptr<Module> module);
-    void check_new_name(const std::string& name) const;
+    void check_new_name(const char* op, const std::string& name) const;
     template <class Fn>
     void visit_tensors(bool params, bool recurse, const std::string& prefix, Fn&& fn) const;
     // Applies fn(tensor) → replacement to every parameter and buffer in place.
