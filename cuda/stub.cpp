@@ -25,3 +25,10 @@ LossKernels& cuda_loss_kernels() {
     LSG_FAIL("cannot run a loss on cuda: built without CUDA (configure with -DLSGRAD_CUDA=ON)");
 }
 }  // namespace lsg
+
+namespace lsg {
+class OptimizerKernels;
+OptimizerKernels& cuda_optimizer_kernels() {
+    LSG_FAIL("cannot run an optimizer step on cuda: built without CUDA (configure with -DLSGRAD_CUDA=ON)");
+}
+}  // namespace lsg

@@ -1,0 +1,71 @@
+// The CPU optimizer kernels: one pass over p, g and the state per parameter, split across OpenMP
+// threads for large tensors, running the shared arithmetic of optim/optim_math.h.
+#include "lsgrad/optim/optim_kernels.h"
+
+#include "lsgrad/optim/optim_math.h"
+#include "lsgrad/ops/cpu_kernels.h"  // kParallelGrain
+
+namespace lsg {
+
+namespace {
+
+class CpuOptimizerKernels final : public OptimizerKernels {
+public:
+    void sgd(const SgdStepArgs& a) override {
+        if (a.dtype == DType::f64) {
+            run_sgd<double>(a);
+        } else {
+            run_sgd<float>(a);
+        }
+    }
+    void adam(const AdamStepArgs& a) override {
+        if (a.dtype == DType::f64) {
+            run_adam<double>(a);
+        } else {
+            run_adam<float>(a);
+        }
+    }
+
+private:
+    template <class T>
+    static void run_sgd(const SgdStepArgs& a) {
+        T* p = static_cast<T*>(a.param);
+        const T* g = static_cast<const T*>(a.grad);
+        T* buf = static_cast<T*>(a.momentum_buffer);
+        const T lr = static_cast<T>(a.lr), mom = static_cast<T>(a.momentum),
+                keep = static_cast<T>(1.0 - a.dampening), wd = static_cast<T>(a.weight_decay);
+        const bool nesterov = a.nesterov, first = a.first_step;
+#pragma omp parallel for schedule(static) if (a.n >= kParallelGrain)
+        for (int64_t i = 0; i < a.n; ++i)
+            optim_math::sgd_update<T>(p[i], g[i], buf ? buf + i : nullptr, lr, mom, keep, wd, nesterov, first);
+    }
+
+    template <class T>
+    static void run_adam(const AdamStepArgs& a) {
+        T* p = static_cast<T*>(a.param);
+        const T* g = static_cast<const T*>(a.grad);
+        T* m = static_cast<T*>(a.exp_avg);
+        T* v = static_cast<T*>(a.exp_avg_sq);
+        const T c1 = static_cast<T>(1.0 - a.beta1), b2 = static_cast<T>(a.beta2), c2 = static_cast<T>(1.0 - a.beta2),
+                eps = static_cast<T>(a.eps),
+                l2 = static_cast<T>(a.l2), decay = static_cast<T>(a.decay_factor),
+                step_size = static_cast<T>(a.step_size), bc2 = static_cast<T>(a.bias_correction2_sqrt);
+#pragma omp parallel for schedule(static) if (a.n >= kParallelGrain)
+        for (int64_t i = 0; i < a.n; ++i)
+            optim_math::adam_update<T>(p[i], g[i], m[i], v[i], c1, b2, c2, eps, l2, decay, step_size, bc2);
+    }
+};
+
+}  // namespace
+
+OptimizerKernels& cpu_optimizer_kernels() {
+    static CpuOptimizerKernels kernels;
+    return kernels;
+}
+
+OptimizerKernels& optimizer_kernels(Device device) {
+    if (device.is_cuda()) return cuda_optimizer_kernels();
+    return cpu_optimizer_kernels();
+}
+
+}  // namespace lsg
