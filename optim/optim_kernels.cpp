@@ -32,12 +32,12 @@ private:
         T* p = static_cast<T*>(a.param);
         const T* g = static_cast<const T*>(a.grad);
         T* buf = static_cast<T*>(a.momentum_buffer);
-        const T lr = static_cast<T>(a.lr), mom = static_cast<T>(a.momentum),
-                keep = static_cast<T>(1.0 - a.dampening), wd = static_cast<T>(a.weight_decay);
+        const T lr = static_cast<T>(a.lr), mom = static_cast<T>(a.momentum), damp = static_cast<T>(a.dampening),
+                wd = static_cast<T>(a.weight_decay);
         const bool nesterov = a.nesterov, first = a.first_step;
 #pragma omp parallel for schedule(static) if (a.n >= kParallelGrain)
         for (int64_t i = 0; i < a.n; ++i)
-            optim_math::sgd_update<T>(p[i], g[i], buf ? buf + i : nullptr, lr, mom, keep, wd, nesterov, first);
+            optim_math::sgd_update<T>(p[i], g[i], buf ? buf + i : nullptr, lr, mom, damp, wd, nesterov, first);
     }
 
     template <class T>
@@ -46,13 +46,10 @@ private:
         const T* g = static_cast<const T*>(a.grad);
         T* m = static_cast<T*>(a.exp_avg);
         T* v = static_cast<T*>(a.exp_avg_sq);
-        const T c1 = static_cast<T>(1.0 - a.beta1), b2 = static_cast<T>(a.beta2), c2 = static_cast<T>(1.0 - a.beta2),
-                eps = static_cast<T>(a.eps),
-                l2 = static_cast<T>(a.l2), decay = static_cast<T>(a.decay_factor),
-                step_size = static_cast<T>(a.step_size), bc2 = static_cast<T>(a.bias_correction2_sqrt);
+        const optim_math::AdamCoefficients<T> c = optim_math::adam_coefficients<T>(a);
 #pragma omp parallel for schedule(static) if (a.n >= kParallelGrain)
         for (int64_t i = 0; i < a.n; ++i)
-            optim_math::adam_update<T>(p[i], g[i], m[i], v[i], c1, b2, c2, eps, l2, decay, step_size, bc2);
+            optim_math::adam_update<T>(p[i], g[i], m[i], v[i], c);
     }
 };
 
