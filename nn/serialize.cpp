@@ -155,8 +155,9 @@ Entry parse_entry(const fs::path& path, const std::string& name, const json& inf
     if (e.end < e.begin)
         bad_file(path, "tensor \"" + name + "\": data_offsets " + offsets.dump() + " end before they begin");
     if (e.end - e.begin != bytes)
-        bad_file(path, "tensor \"" + name + "\": shape " + shape.dump() + " of " + d + " needs " + std::to_string(bytes) +
-                           " bytes but data_offsets " + offsets.dump() + " span " + std::to_string(e.end - e.begin));
+        bad_file(path, "tensor \"" + name + "\": shape " + shape.dump() + " of " + d + " needs " +
+                           std::to_string(bytes) + " bytes but data_offsets " + offsets.dump() + " span " +
+                           std::to_string(e.end - e.begin));
     return e;
 }
 
@@ -169,11 +170,13 @@ void save_safetensors(const std::map<std::string, Tensor>& tensors, const fs::pa
     json header = json::object();
     uint64_t offset = 0;
     for (const auto& [name, t] : tensors) {
-        LSG_CHECK(name != "__metadata__", "cannot save ", quoted(path), ": \"__metadata__\" is reserved, not a tensor name");
+        LSG_CHECK(name != "__metadata__", "cannot save ", quoted(path),
+                  ": \"__metadata__\" is reserved, not a tensor name");
         LSG_CHECK(t.defined(), "cannot save ", quoted(path), ": tensor \"", name, "\" is undefined");
         Tensor h = t.detach().to(Device::cpu()).contiguous();
         const uint64_t nbytes = static_cast<uint64_t>(h.numel()) * dtype_size(h.dtype());
-        header[name] = {{"dtype", safetensors_dtype(h.dtype())}, {"shape", h.shape()}, {"data_offsets", {offset, offset + nbytes}}};
+        header[name] = {
+            {"dtype", safetensors_dtype(h.dtype())}, {"shape", h.shape()}, {"data_offsets", {offset, offset + nbytes}}};
         offset += nbytes;
         host.push_back(std::move(h));
     }
@@ -190,7 +193,8 @@ void save_safetensors(const std::map<std::string, Tensor>& tensors, const fs::pa
         LSG_FAIL("cannot save ", quoted(path), ": ", what, " ", quoted(tmp), ": ", cause);
     };
     if (!file.is_open()) fail("cannot create");
-    if (!file.write_all(&header_len, sizeof header_len) || !file.write_all(text.data(), text.size())) fail("cannot write");
+    if (!file.write_all(&header_len, sizeof header_len) || !file.write_all(text.data(), text.size()))
+        fail("cannot write");
     for (const Tensor& h : host)
         if (h.numel() > 0 && !file.write_all(h.raw_data(), static_cast<size_t>(h.numel()) * dtype_size(h.dtype())))
             fail("cannot write");

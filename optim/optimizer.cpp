@@ -87,7 +87,8 @@ void SGD::step() {
             Tensor& buf = momentum_buffers_[i];
             args.first_step = !buf.defined();
             // A module moved with to() after the first step leaves the buffer behind; follow it.
-            if (buf.defined() && (buf.device() != p.device() || buf.dtype() != p.dtype())) buf = buf.to(p.device()).to(p.dtype());
+            if (buf.defined() && (buf.device() != p.device() || buf.dtype() != p.dtype()))
+                buf = buf.to(p.device()).to(p.dtype());
             if (!buf.defined()) buf = empty(p.shape(), {.dtype = p.dtype(), .device = p.device()});
             args.momentum_buffer = buf.raw_data();
         }

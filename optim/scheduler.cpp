@@ -91,7 +91,8 @@ SequentialLR::SequentialLR(Optimizer& optimizer, std::vector<std::shared_ptr<LRS
 }
 
 double SequentialLR::lr_at(int64_t t) const {
-    const size_t i = static_cast<size_t>(std::upper_bound(milestones_.begin(), milestones_.end(), t) - milestones_.begin());
+    const size_t i =
+        static_cast<size_t>(std::upper_bound(milestones_.begin(), milestones_.end(), t) - milestones_.begin());
     const int64_t start = i == 0 ? 0 : milestones_[i - 1];
     return schedulers_[i]->lr_at(t - start);
 }
@@ -113,7 +114,8 @@ WarmupCosine::WarmupCosine(Optimizer& optimizer, int64_t warmup_steps, int64_t t
 
 double WarmupCosine::lr_at(int64_t t) const {
     if (t < warmup_)
-        return base_lr_ * (start_factor_ + (1.0 - start_factor_) * static_cast<double>(t) / static_cast<double>(warmup_));
+        return base_lr_ *
+               (start_factor_ + (1.0 - start_factor_) * static_cast<double>(t) / static_cast<double>(warmup_));
     const double span = static_cast<double>(total_ - warmup_);
     const double progress = std::min(static_cast<double>(t - warmup_), span) / span;
     return min_lr_ + (base_lr_ - min_lr_) * (1.0 + std::cos(std::numbers::pi * progress)) / 2.0;

@@ -241,8 +241,8 @@ TEST(NnLayers, ConvNetGradientsMatchFiniteDifferences) {
 }
 
 TEST(NnLayers, MaxPoolReluFlatten) {
-    const Tensor x = tensor({1.f, -2.f, 3.f, 0.f, -5.f, 6.f, -7.f, 8.f, 9.f, 10.f, -11.f, 12.f, 13.f, -14.f, 15.f, 16.f},
-                            {1, 1, 4, 4});
+    const Tensor x = tensor(
+        {1.f, -2.f, 3.f, 0.f, -5.f, 6.f, -7.f, 8.f, 9.f, 10.f, -11.f, 12.f, 13.f, -14.f, 15.f, 16.f}, {1, 1, 4, 4});
     // 2×2 windows: max(1, −2, −5, 6) = 6, max(3, 0, −7, 8) = 8, max(9, 10, 13, −14) = 13, max(−11, 12, 15, 16) = 16.
     EXPECT_EQ(nn::MaxPool2d(2)(x).to_vector<float>(), (std::vector<float>{6.f, 8.f, 13.f, 16.f}));
     // Stride 1: nine overlapping windows.

@@ -188,12 +188,14 @@ TEST(Serialize, FailedSaveLeavesNoPartialFileAndTheOldFileIntact) {
     // The rename fails (a folder stands at the path): the written temporary file is removed.
     const fs::path blocked = dir / "blocked";
     fs::create_directories(blocked / "inside");
-    expect_error([&] { nn::save_safetensors(old_tensors, blocked); }, {"cannot save", blocked.string(), "cannot rename"});
+    expect_error([&] { nn::save_safetensors(old_tensors, blocked); },
+                 {"cannot save", blocked.string(), "cannot rename"});
     EXPECT_EQ(dir.files(), (std::vector<std::string>{"blocked", "ckpt.safetensors"}));
 
     // A folder that does not exist.
     const fs::path missing = dir / "no" / "such" / "dir" / "x.safetensors";
-    expect_error([&] { nn::save_safetensors(old_tensors, missing); }, {"cannot save", missing.string(), "cannot create"});
+    expect_error([&] { nn::save_safetensors(old_tensors, missing); },
+                 {"cannot save", missing.string(), "cannot create"});
     EXPECT_FALSE(fs::exists(missing.parent_path()));
 
     // Bad input fails before the disk is touched.
@@ -221,7 +223,8 @@ TEST(Serialize, EveryCorruptionIsAnErrorNamingTheFileAndTheProblem) {
     expect_rejected(file_bytes("[1, 2]", ""), {"header must be a JSON object, got array"});
     expect_rejected(file_bytes(R"({"a": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}})", "1234"),
                     {"tensor \"a\"", "unknown dtype \"BF16\" (supported: F32, F64, I64)"});
-    expect_rejected(file_bytes(R"({"a": {"shape": [2], "data_offsets": [0, 8]}})", f32x2), {"tensor \"a\": no \"dtype\""});
+    expect_rejected(file_bytes(R"({"a": {"shape": [2], "data_offsets": [0, 8]}})", f32x2),
+                    {"tensor \"a\": no \"dtype\""});
     expect_rejected(file_bytes(R"({"a": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}})", f32x2),
                     {"shape must hold non-negative integers"});
     expect_rejected(file_bytes(R"({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}})", f32x2),
