@@ -37,7 +37,13 @@ const char* safetensors_dtype(DType dtype) {
     return "?";
 }
 
-std::string quoted(const fs::path& path) { return "\"" + path.string() + "\""; }
+// Appended piecewise: GCC 12 warns falsely (-Wrestrict) on "\"" + std::string.
+std::string quoted(const fs::path& path) {
+    std::string out(1, '"');
+    out += path.string();
+    out += '"';
+    return out;
+}
 
 // ---- writing -----------------------------------------------------------------------------------
 
