@@ -11,6 +11,7 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -264,7 +265,9 @@ std::map<std::string, Tensor> load_safetensors(const fs::path& path, Metadata* m
     });
     uint64_t expected = 0;
     for (const Entry* e : order) {
-        const std::string range = "[" + std::to_string(e->begin) + ", " + std::to_string(e->end) + "]";
+        std::ostringstream range_text;
+        range_text << '[' << e->begin << ", " << e->end << ']';
+        const std::string range = range_text.str();
         if (e->end > data_size)
             bad_file(path, "tensor \"" + e->name + "\": data_offsets " + range + " run past the " +
                                std::to_string(data_size) + "-byte data section (truncated file?)");
