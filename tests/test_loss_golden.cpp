@@ -1,7 +1,8 @@
-// The loss layer against PyTorch 1.13: every case in tests/golden/{cross_entropy,nll_loss,kl_div,bce}.json
-// (made by tests/golden/make_golden.py) is one test. Inputs are rebuilt from the integer formulas
-// recorded in the fixtures, bit-exactly; where a fixture also stores the inputs, the test first checks
-// that the formula reproduces them.
+// The loss layer against PyTorch 1.13: every case in tests/golden/*.json for cross_entropy, nll_loss,
+// kl_div, bce and distillation (made by tests/golden/make_golden.py) is one test; the probability-
+// target cases without ε or weight also check soft_target_cross_entropy. Inputs are rebuilt from the
+// integer formulas recorded in the fixtures, bit-exactly; where a fixture also stores the inputs, the
+// test first checks that the formula reproduces them.
 //
 // Tolerances: |ours − ref| ≤ 1e-5·|ref| + atol, with
 //   - losses: atol = 1e-6·max(1, max|x|): an fp32 lse − x_y loses about one ulp of the logits'
@@ -247,6 +248,38 @@ TEST_P(GoldenCrossEntropy, LossAndGradient) {
 
 INSTANTIATE_TEST_SUITE_P(PyTorch, GoldenCrossEntropy, testing::ValuesIn(load("cross_entropy.json")), case_name);
 
+// ---- soft_target_cross_entropy: PyTorch's cross_entropy with probability targets, no ε or weight ----
+
+std::vector<GoldenCase> soft_target_cases() {
+    std::vector<GoldenCase> out;
+    for (GoldenCase& c : load("cross_entropy.json")) {
+        const std::string name = c.name();
+        if (!c.error.empty() || (name.rfind("ce_prob_none_", 0) == 0 || name.rfind("ce_prob_sum_", 0) == 0 ||
+                                 name.rfind("ce_prob_mean_", 0) == 0))
+            out.push_back(std::move(c));
+    }
+    return out;
+}
+
+class GoldenSoftTargetCrossEntropy : public GoldenTest {};
+
+TEST_P(GoldenSoftTargetCrossEntropy, LossAndGradient) {
+    if (!GetParam().error.empty()) FAIL() << GetParam().error;
+    const json& c = fixture();
+    ASSERT_EQ(c["label_smoothing"].get<double>(), 0.0);
+    ASSERT_FALSE(c["weight"].get<bool>());
+    const int64_t n = c["N"], k = c["K"], seed = c["seed"], div = c["div"];
+    const std::vector<float> xv = logits_of(n, k, seed, div);
+    Tensor x = f32(xv, {n, k});
+    x.requires_grad_(true);
+    const Tensor loss = lsg::soft_target_cross_entropy(x, f32(prob_of(n, k, seed), {n, k}), reduction_of(c["reduction"]));
+    expect_loss(c, loss, 1e-6 * std::max(1.0, max_abs(xv)));
+    backprop(loss, c["reduction"]);
+    expect_grad(c, x);
+}
+
+INSTANTIATE_TEST_SUITE_P(PyTorch, GoldenSoftTargetCrossEntropy, testing::ValuesIn(soft_target_cases()), case_name);
+
 // ---- nll_loss --------------------------------------------------------------------------------
 
 class GoldenNllLoss : public GoldenTest {};
@@ -322,6 +355,34 @@ TEST_P(GoldenBce, LossAndGradient) {
 
 INSTANTIATE_TEST_SUITE_P(PyTorch, GoldenBce, testing::ValuesIn(load("bce.json")), case_name);
 
+// ---- distillation_loss -------------------------------------------------------------------------
+
+class GoldenDistillation : public GoldenTest {};
+
+TEST_P(GoldenDistillation, LossAndStudentGradient) {
+    if (!GetParam().error.empty()) FAIL() << GetParam().error;
+    const json& c = fixture();
+    const int64_t n = c["N"], k = c["K"], seed = c["seed"], div = c["div"];
+    const std::vector<float> sv = logits_of(n, k, seed, div);
+    Tensor student = f32(sv, {n, k});
+    student.requires_grad_(true);
+    Tensor teacher = f32(logits_of(n, k, c["teacher_seed"], c["teacher_div"]), {n, k});
+    teacher.requires_grad_(true);
+    lsg::DistillationOptions opt;
+    opt.temperature = c["temperature"];
+    opt.alpha = c["alpha"];
+    opt.label_smoothing = c["label_smoothing"];
+    const Tensor target = lsg::from_vector<int64_t>(c["target"].get<std::vector<int64_t>>(), {n});
+    const Tensor loss = lsg::distillation_loss(student, teacher, target, opt);
+    expect_loss(c, loss, 1e-6 * std::max(1.0, max_abs(sv)));
+    loss.backward();
+    expect_grad(c, student);
+    // The teacher is detached: no gradient reaches it even though it asked for one.
+    EXPECT_FALSE(teacher.grad().defined());
+}
+
+INSTANTIATE_TEST_SUITE_P(PyTorch, GoldenDistillation, testing::ValuesIn(load("distillation.json")), case_name);
+
 // Every fixture file must hold the cases the grid promises, so a truncated or regenerated file
 // that lost part of the grid fails here rather than silently testing less.
 TEST(GoldenFixtures, CoverTheGrid) {
@@ -337,7 +398,8 @@ TEST(GoldenFixtures, CoverTheGrid) {
     EXPECT_EQ(count("nll_loss.json", "nll_"), 3 * 4 * 4);
     EXPECT_EQ(count("kl_div.json", "kl_"), 4 * 2 * 2);
     EXPECT_EQ(count("bce.json", "bce_"), 3 * 6);
-    for (const char* f : {"cross_entropy.json", "nll_loss.json", "kl_div.json", "bce.json"}) {
+    EXPECT_EQ(count("distillation.json", "distill_"), 2 * 5);
+    for (const char* f : {"cross_entropy.json", "nll_loss.json", "kl_div.json", "bce.json", "distillation.json"}) {
         std::ifstream in(std::string(LSGRAD_GOLDEN_DIR) + "/" + f);
         ASSERT_TRUE(in) << f;
         const json doc = json::parse(in);

@@ -5,8 +5,8 @@ Run with Debian's interpreter (it has python3-torch 1.13):
 
     /usr/bin/python3 tests/golden/make_golden.py
 
-Writes cross_entropy.json, nll_loss.json, kl_div.json, bce.json, calibration.json and mixup.json
-beside this script. tests/test_loss_golden.cpp, test_calibration.cpp and test_mixup.cpp read them.
+Writes cross_entropy.json, nll_loss.json, kl_div.json, bce.json, distillation.json, calibration.json
+and mixup.json beside this script. tests/test_loss_golden.cpp, test_calibration.cpp and test_mixup.cpp read them.
 
 Inputs are not stored (except for small cases, as a check of the formulas): they come from integer
 formulas that C++ reproduces bit-exactly, every step in float32 (an integer below 2^24 converts to
@@ -305,6 +305,32 @@ def bce_cases():
     return cases
 
 
+def distillation_cases():
+    """alpha*T^2*KL(softmax(teacher/T) || softmax(student/T)) (batchmean) + (1-alpha)*CE(student, y, eps);
+    the teacher is logits(N, K, teacher_seed, div=50) and gets no gradient."""
+    cases = []
+    seed = 4000
+    for k in [10, 1000]:
+        for temp, alpha, eps in [(1.0, 0.5, 0.0), (4.0, 0.5, 0.0), (4.0, 0.9, 0.1), (2.0, 0.0, 0.1),
+                                 (3.0, 1.0, 0.0)]:
+            seed += 1
+            n = rows_for(k)
+            tseed = seed + 100
+            y = index_targets(n, k, seed, -100, [])
+            xt = t64(logits(n, k, seed)).requires_grad_(True)
+            teacher = t64(logits(n, k, tseed, 50))
+            kl = F.kl_div(F.log_softmax(xt / temp, dim=1), F.softmax(teacher / temp, dim=1), reduction="batchmean")
+            loss = alpha * temp * temp * kl + (1.0 - alpha) * F.cross_entropy(xt, torch.tensor(y), label_smoothing=eps)
+            loss.backward()
+            case = {"name": f"distill_T{temp:g}_a{alpha:g}_eps{eps:g}_K{k}".replace(".", "p"), "N": n, "K": k,
+                    "seed": seed, "div": 100, "teacher_seed": tseed, "teacher_div": 50, "temperature": temp,
+                    "alpha": alpha, "label_smoothing": eps, "target": y}
+            loss_record(case, loss)
+            grad_record(case, xt.grad, y)
+            cases.append(case)
+    return cases
+
+
 # --- calibration: a numpy reference for ECE ---------------------------------------------------
 
 def ece_reference(probs, labels, bins):
@@ -436,6 +462,7 @@ def main():
     write("nll_loss.json", {"cases": nll_cases()})
     write("kl_div.json", {"cases": kl_cases()})
     write("bce.json", {"cases": bce_cases()})
+    write("distillation.json", {"cases": distillation_cases()})
     write("calibration.json", {"cases": calibration_cases(), "temperature": temperature_case()})
     write("mixup.json", {"cases": mixup_cases()})
 
