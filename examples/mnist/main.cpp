@@ -254,7 +254,7 @@ private:
 void check_options(Options& o) {
     if (o.epochs == 0) o.epochs = o.model == "mlp" ? 5 : 3;
     if (o.optimizer.empty()) o.optimizer = o.model == "mlp" ? "sgd" : "adam";
-    if (o.lr == 0.0) o.lr = o.optimizer == "sgd" ? 0.05 : 1e-3;
+    if (o.lr == 0.0) o.lr = o.optimizer == "sgd" ? 0.05 : 2e-3;
     if (!o.smoothing_given) o.smoothing = (o.loss == "ce" || o.loss == "mixup" || o.loss == "cutmix") ? 0.0 : 0.1;
     if (o.loss == "ce" && o.smoothing != 0.0)
         throw Error("--smoothing needs a smoothed loss (--loss ls, kl or soft); ce is plain cross-entropy");
@@ -448,7 +448,7 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--epochs", o.epochs, "epochs (default: mlp 5, cnn 3)");
     app.add_option("--batch-size", o.batch_size, "batch size")->capture_default_str();
-    app.add_option("--lr", o.lr, "learning rate (default: sgd 0.05, adam/adamw 1e-3)");
+    app.add_option("--lr", o.lr, "learning rate (default: sgd 0.05, adam/adamw 2e-3)");
     app.add_option("--optimizer", o.optimizer, "sgd (momentum 0.9), adam or adamw (default: mlp sgd, cnn adam)")
         ->check(CLI::IsMember({"sgd", "adam", "adamw"}));
     app.add_option("--schedule", o.schedule, "learning rate schedule per batch: cosine (to 0 at the end) or constant")
