@@ -3,9 +3,10 @@
 # CMake's presets: "release" (tuned for this CPU, CUDA when nvcc is found) into build/release, or
 # with LSGRAD_CUDA=OFF the CPU-only "cpu" preset into build/cpu. Prints the build folder.
 #
-#   scripts/build.sh            # or: LSGRAD_CUDA=OFF scripts/build.sh
+#   scripts/build.sh [TARGET...]        # e.g. scripts/build.sh mnist; no target: everything
+#   LSGRAD_CUDA=OFF scripts/build.sh
 #
-# Extra arguments go to the configure step (e.g. -DLSGRAD_BUILD_BENCH=OFF).
+# Progress goes to standard error; standard output is the build folder alone.
 set -euo pipefail
 
 root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
@@ -18,6 +19,9 @@ if [[ ${LSGRAD_CUDA:-} == OFF ]]; then
   preset=cpu
 fi
 
-cmake --preset "$preset" "$@" >&2
-cmake --build --preset "$preset" -j"$(nproc)" >&2
+targets=()
+for t in "$@"; do targets+=(--target "$t"); done
+
+cmake --preset "$preset" >&2
+cmake --build --preset "$preset" -j"$(nproc)" "${targets[@]}" >&2
 echo "$root/build/$preset"
