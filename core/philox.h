@@ -6,11 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define LSG_HD __host__ __device__
-#else
-#define LSG_HD
-#endif
+#include "lsgrad/core/hostdevice.h"
 
 namespace lsg::philox {
 

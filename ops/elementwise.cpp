@@ -13,6 +13,7 @@
 #include "lsgrad/core/philox.h"
 #include "lsgrad/core/rng.h"
 #include "lsgrad/ops/cpu_kernels.h"
+#include "lsgrad/ops/elementwise_math.h"
 #include "lsgrad/ops/reduce.h"
 
 namespace lsg {
@@ -26,27 +27,9 @@ namespace {
 // then split across threads when large.
 template <size_t N, class Body>
 void for_each_run(const Shape& shape, const std::array<Shape, N>& strides, Body&& body) {
-    Shape dims;
-    std::array<Shape, N> st;
-    for (size_t d = 0; d < shape.size(); ++d) {
-        if (shape[d] == 1) continue;
-        const bool merge = !dims.empty() && [&] {
-            for (size_t k = 0; k < N; ++k)
-                if (st[k].back() != strides[k][d] * shape[d]) return false;
-            return true;
-        }();
-        if (merge) {
-            dims.back() *= shape[d];
-            for (size_t k = 0; k < N; ++k) st[k].back() = strides[k][d];
-        } else {
-            dims.push_back(shape[d]);
-            for (size_t k = 0; k < N; ++k) st[k].push_back(strides[k][d]);
-        }
-    }
-    if (dims.empty()) {
-        dims.push_back(1);
-        for (size_t k = 0; k < N; ++k) st[k].push_back(0);
-    }
+    const detail::MergedDims<N> merged = detail::merge_dims<N>(shape, strides);
+    const Shape& dims = merged.sizes;
+    const std::array<Shape, N>& st = merged.strides;
     const int64_t inner = dims.back();
     const int64_t rows = numel(dims) / std::max<int64_t>(inner, 1);
     const size_t nd = dims.size();
@@ -80,61 +63,9 @@ void for_each_run(const Shape& shape, const std::array<Shape, N>& strides, Body&
     }
 }
 
-template <class T>
-T apply_unary(UnaryOp op, T x, T a, T b) {
-    switch (op) {
-        case UnaryOp::neg: return -x;
-        case UnaryOp::exp: return std::exp(x);
-        case UnaryOp::log: return std::log(x);
-        case UnaryOp::sqrt: return std::sqrt(x);
-        case UnaryOp::relu: return x > T(0) ? x : T(0);
-        case UnaryOp::sigmoid: return T(1) / (T(1) + std::exp(-x));
-        case UnaryOp::tanh: return std::tanh(x);
-        case UnaryOp::abs: return std::abs(x);
-        case UnaryOp::affine: return a * x + b;
-        case UnaryOp::pow: return std::pow(x, a);
-        case UnaryOp::clamp: return std::min(std::max(x, a), b);
-    }
-    return x;
-}
-
-// d op(x) / dx, from x and y = op(x).
-template <class T>
-T unary_derivative(UnaryOp op, T x, T y, T a, T b) {
-    switch (op) {
-        case UnaryOp::neg: return T(-1);
-        case UnaryOp::exp: return y;
-        case UnaryOp::log: return T(1) / x;
-        case UnaryOp::sqrt: return T(0.5) / y;
-        case UnaryOp::relu: return x > T(0) ? T(1) : T(0);
-        case UnaryOp::sigmoid: return y * (T(1) - y);
-        case UnaryOp::tanh: return T(1) - y * y;
-        case UnaryOp::abs: return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0));
-        case UnaryOp::affine: return a;
-        case UnaryOp::pow: return a == T(0) ? T(0) : a * std::pow(x, a - T(1));
-        case UnaryOp::clamp: return (x >= a && x <= b) ? T(1) : T(0);
-    }
-    return T(0);
-}
-
-template <class T>
-T apply_binary(BinaryOp op, T a, T b) {
-    switch (op) {
-        case BinaryOp::add: return a + b;
-        case BinaryOp::sub: return a - b;
-        case BinaryOp::mul: return a * b;
-        case BinaryOp::div: return a / b;
-        case BinaryOp::maximum: return (a != a || a > b) ? a : b;  // NaN propagates, as torch.maximum
-        case BinaryOp::minimum: return (a != a || a < b) ? a : b;
-        case BinaryOp::eq: return a == b;
-        case BinaryOp::ne: return a != b;
-        case BinaryOp::lt: return a < b;
-        case BinaryOp::le: return a <= b;
-        case BinaryOp::gt: return a > b;
-        case BinaryOp::ge: return a >= b;
-    }
-    return a;
-}
+using detail::apply_binary;
+using detail::apply_unary;
+using detail::unary_derivative;
 
 // Runs fn(i) for i < n, in parallel when n is large enough to pay for the threads.
 template <class Fn>

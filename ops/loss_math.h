@@ -10,11 +10,7 @@
 #include <math.h>
 #include <stdint.h>
 
-#ifdef __CUDACC__
-#define LSG_HD __host__ __device__
-#else
-#define LSG_HD
-#endif
+#include "lsgrad/core/hostdevice.h"
 
 namespace lsg::detail {
 
