@@ -59,9 +59,11 @@ struct Options {
     double smoothing = 0.1;
     bool smoothing_given = false;
     std::string convention = "uniform";
-    int epochs = 0;  // 0: the model's default (MLP 5, CNN 3)
+    int epochs = 0;
+    bool epochs_given = false;  // else the model's default: MLP 5, CNN 3
     int64_t batch_size = 128;
-    double lr = 0.0;  // 0: the optimizer's default for the model
+    double lr = 0.0;
+    bool lr_given = false;  // else the optimizer's default: SGD 0.05, Adam/AdamW 2e-3
     std::string optimizer = "";
     std::string schedule = "cosine";
     double weight_decay = 0.0;
@@ -252,9 +254,9 @@ private:
 // ---- the program ------------------------------------------------------------------------------
 
 void check_options(Options& o) {
-    if (o.epochs == 0) o.epochs = o.model == "mlp" ? 5 : 3;
+    if (!o.epochs_given) o.epochs = o.model == "mlp" ? 5 : 3;
     if (o.optimizer.empty()) o.optimizer = o.model == "mlp" ? "sgd" : "adam";
-    if (o.lr == 0.0) o.lr = o.optimizer == "sgd" ? 0.05 : 2e-3;
+    if (!o.lr_given) o.lr = o.optimizer == "sgd" ? 0.05 : 2e-3;
     if (!o.smoothing_given) o.smoothing = (o.loss == "ce" || o.loss == "mixup" || o.loss == "cutmix") ? 0.0 : 0.1;
     if (o.loss == "ce" && o.smoothing != 0.0)
         throw Error("--smoothing needs a smoothed loss (--loss ls, kl or soft); ce is plain cross-entropy");
@@ -264,7 +266,7 @@ void check_options(Options& o) {
     if (o.smoothing < 0.0 || o.smoothing > 1.0) throw Error(fmt("--smoothing must lie in [0, 1], got %g", o.smoothing));
     if (o.epochs < 0) throw Error("--epochs must not be negative");
     if (o.batch_size < 1) throw Error("--batch-size must be at least 1");
-    if (o.lr < 0.0) throw Error("--lr must be positive");
+    if (!(o.lr > 0.0)) throw Error(fmt("--lr must be positive, got %g", o.lr));
     if (o.data.empty())
         o.data = o.dataset == "fashion" ? data::default_fashion_mnist_dir() : data::default_mnist_dir();
 }
@@ -412,7 +414,10 @@ int run(Options o) {
         std::printf("%s\n", t_note.c_str());
     std::string per_epoch;
     for (double s : epoch_seconds) per_epoch += (per_epoch.empty() ? "" : ", ") + fmt("%.2f", s);
-    std::printf("seconds per epoch: %.2f (%s), %d threads\n", mean_s, per_epoch.c_str(), threads);
+    if (epoch_seconds.empty())
+        std::printf("no training epochs (--epochs 0)\n");
+    else
+        std::printf("seconds per epoch: %.2f (%s), %d threads\n", mean_s, per_epoch.c_str(), threads);
 
     if (!o.plot_dir.empty()) {
         std::filesystem::create_directories(o.plot_dir);
@@ -485,6 +490,8 @@ int main(int argc, char** argv) {
         return 1;
     }
     o.smoothing_given = app.count("--smoothing") > 0;
+    o.epochs_given = app.count("--epochs") > 0;
+    o.lr_given = app.count("--lr") > 0;
 
     try {
         return run(o);
