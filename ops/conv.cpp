@@ -1,10 +1,9 @@
 // Convolution and pooling: forward, backward and the OpenMP CPU kernels.
 #include "lsgrad/ops/conv.h"
 
-#include <limits>
-
 #include "lsgrad/core/autograd.h"
 #include "lsgrad/core/backend.h"
+#include "lsgrad/ops/conv_math.h"
 #include "lsgrad/ops/cpu_kernels.h"
 #include "lsgrad/ops/reduce.h"
 
@@ -79,25 +78,10 @@ void CpuTensorKernels::max_pool2d(const Tensor& x, const Window2d& g, Tensor& ou
             const T* img = xp + p * g.height * g.width;
             for (int64_t i = 0; i < g.out_h; ++i)
                 for (int64_t j = 0; j < g.out_w; ++j) {
-                    T best = -std::numeric_limits<T>::infinity();
-                    int64_t arg = -1;
-                    for (int64_t u = 0; u < g.kernel_h; ++u) {
-                        const int64_t h = i * g.stride_h + u - g.pad_h;
-                        if (h < 0 || h >= g.height) continue;
-                        for (int64_t v = 0; v < g.kernel_w; ++v) {
-                            const int64_t w = j * g.stride_w + v - g.pad_w;
-                            if (w < 0 || w >= g.width) continue;
-                            const T val = img[h * g.width + w];
-                            // The first maximum wins; a NaN wins over any number, as in PyTorch.
-                            if (arg < 0 || val > best || (val != val && best == best)) {
-                                best = val;
-                                arg = h * g.width + w;
-                            }
-                        }
-                    }
                     const int64_t k = (p * g.out_h + i) * g.out_w + j;
-                    op[k] = best;
-                    ap[k] = arg;
+                    const detail::WindowMax<T> m = detail::pool_window_max(img, g, i, j);
+                    op[k] = m.value;
+                    ap[k] = m.index;
                 }
         }
     });
