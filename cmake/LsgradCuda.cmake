@@ -13,6 +13,12 @@ if(_lsgrad_cuda STREQUAL "ON" OR _lsgrad_cuda STREQUAL "AUTO")
       set(CMAKE_CUDA_ARCHITECTURES 80 90)
     endif()
     enable_language(CUDA)
+    # CMake 3.25 does not know nvcc's C++20 flag (nvcc 12+ accepts it); without it a
+    # target with CUDA_STANDARD 20 fails to generate.
+    if(NOT CMAKE_CUDA20_STANDARD_COMPILE_OPTION)
+      set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+      set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+    endif()
     find_package(CUDAToolkit REQUIRED)
     set(LSGRAD_HAS_CUDA ON)
   elseif(_lsgrad_cuda STREQUAL "ON")
@@ -28,5 +34,7 @@ function(lsgrad_configure_cuda_target target)
                                              CUDA_SEPARABLE_COMPILATION OFF)
   target_compile_options(${target} PRIVATE
     $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr -Xptxas=-warn-spills -lineinfo>)
+  # Lets code built against lsgrad (the CUDA benchmarks) use the CUDA runtime it links.
+  target_compile_definitions(${target} PUBLIC LSGRAD_WITH_CUDA=1)
   target_link_libraries(${target} PUBLIC CUDA::cudart CUDA::cublas)
 endfunction()

@@ -7,11 +7,12 @@ namespace lsg {
 
 bool cuda_is_available() { return false; }
 int cuda_device_count() { return 0; }
-const char* cuda_unavailable_reason() { return "lsgrad was built without CUDA (LSGRAD_CUDA=OFF or no nvcc)"; }
-
-Allocator& cuda_allocator(int index) {
-    LSG_FAIL("cannot use cuda:", index, ": built without CUDA (configure with -DLSGRAD_CUDA=ON)");
+const char* cuda_unavailable_reason() {
+    return "lsgrad was built without CUDA (configure with -DLSGRAD_CUDA=ON where nvcc is installed)";
 }
+
+// The message carries cuda_unavailable_reason(), as the CUDA build's does when no device answers.
+Allocator& cuda_allocator(int index) { LSG_FAIL("cannot use cuda:", index, ": ", cuda_unavailable_reason()); }
 
 TensorKernels& cuda_tensor_kernels() {
     LSG_FAIL("cannot run on cuda: built without CUDA (configure with -DLSGRAD_CUDA=ON)");
