@@ -166,7 +166,9 @@ DeviceState& state(int device) {
     DeviceState& s = *(*states)[static_cast<size_t>(device)];
     std::call_once(s.once, [&] {
         LSG_CUDA_CHECK(cudaSetDevice(device));
-        LSG_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
+        // A blocking stream: work issued on the legacy default stream (a user's kernels, timing
+        // events) is ordered with lsgrad's, as if lsgrad used the default stream itself.
+        LSG_CUDA_CHECK(cudaStreamCreate(&s.stream));
         s.allocator = std::make_unique<CudaCachingAllocator>(device);
     });
     return s;

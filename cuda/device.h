@@ -4,7 +4,8 @@
 //
 // Every kernel of a device runs on that device's one stream, in issue order: a block the caching
 // allocator hands out again is therefore never touched by an earlier kernel still in flight, and a
-// host copy only has to synchronise that stream.
+// host copy only has to synchronise that stream. The stream is a blocking one, so work on the
+// legacy default stream (a user's kernels, CUDA events) is ordered with it.
 #pragma once
 
 #include <cublas_v2.h>
