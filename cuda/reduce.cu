@@ -122,7 +122,7 @@ __global__ void softmax_kernel(const T* x, int64_t outer, int64_t n, int64_t inn
         // An all −inf row has no finite maximum; subtracting 0 keeps exp(−inf) = 0 instead of NaN.
         if (isinf(m) && m < 0) m = T(0);
         double s = 0.0;
-        for (int64_t j = threadIdx.x; j < n; j += blockDim.x) s += exp(static_cast<double>(x[base + j * inner] - m));
+        for (int64_t j = threadIdx.x; j < n; j += blockDim.x) s += ::exp(static_cast<double>(x[base + j * inner] - m));
         s = block_reduce(s, Plus{}, ssum);
         if (log) {
             const T lse = m + static_cast<T>(::log(s));
@@ -130,7 +130,7 @@ __global__ void softmax_kernel(const T* x, int64_t outer, int64_t n, int64_t inn
         } else {
             const double inv = 1.0 / s;
             for (int64_t j = threadIdx.x; j < n; j += blockDim.x)
-                y[base + j * inner] = static_cast<T>(exp(static_cast<double>(x[base + j * inner] - m)) * inv);
+                y[base + j * inner] = static_cast<T>(::exp(static_cast<double>(x[base + j * inner] - m)) * inv);
         }
     }
 }
@@ -149,7 +149,7 @@ __global__ void softmax_backward_kernel(const T* g, const T* y, int64_t outer, i
         s = block_reduce(s, Plus{}, ssum);
         for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
             const int64_t k = base + j * inner;
-            dx[k] = log ? static_cast<T>(g[k] - exp(static_cast<double>(y[k])) * s) : static_cast<T>(y[k] * (g[k] - s));
+            dx[k] = log ? static_cast<T>(g[k] - ::exp(static_cast<double>(y[k])) * s) : static_cast<T>(y[k] * (g[k] - s));
         }
     }
 }
