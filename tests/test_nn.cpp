@@ -173,7 +173,8 @@ TEST(NnModule, ToDtypeConvertsInPlaceKeepingHandlesAndLeaves) {
     lin(randn({4, 3}, {.dtype = DType::f64})).sum().backward();
     EXPECT_EQ(w.grad().dtype(), DType::f64);
     expect_error([&] { net.to(DType::i64); }, {"floating dtype"});
-    if (!cuda_is_available()) expect_error([&] { net.to(Device::cuda()); }, {"built without CUDA"});
+    // Without a device the move fails with the reason, whether CUDA was compiled out or no GPU answers.
+    if (!cuda_is_available()) expect_error([&] { net.to(Device::cuda()); }, {cuda_unavailable_reason()});
 }
 
 TEST(NnModule, StrPrintsTheTree) {
