@@ -344,8 +344,8 @@ __global__ void __launch_bounds__(512, 1) ce_prob_kernel(CeProb<T> p, int width)
         // rounding would show in every gradient element.
         Sums lw{0.0, 0.0};
         for_row(x, p.K, g.lane, g.size, [&](int64_t k, T v) {
-            const T q = (t[k] * p.keep + p.spread) * (p.w ? p.w[k] : T(1));
-            if (q != T(0)) lw.a += static_cast<double>(q * ((r.m - v) + log_s));
+            const T q = detail::prob_target(t[k], p.keep, p.spread) * (p.w ? p.w[k] : T(1));
+            lw.a += static_cast<double>(detail::ce_prob_term(q, v, r.m, log_s));
             lw.b += static_cast<double>(q);
         });
         lw = g.reduce(lw, AddSums{});
@@ -353,12 +353,12 @@ __global__ void __launch_bounds__(512, 1) ce_prob_kernel(CeProb<T> p, int width)
         const T W = static_cast<T>(lw.b);
         if (p.grad)
             map_row(x, p.grad + i * p.K, p.K, g.lane, g.size, [&](int64_t k, T v) {
-                return detail::ce_grad(p.scale, W, detail::softmax_prob(v, r.m, log_s), t[k] * p.keep + p.spread,
-                                       p.w ? p.w[k] : T(1));
+                return detail::ce_grad(p.scale, W, detail::softmax_prob(v, r.m, log_s),
+                                       detail::prob_target(t[k], p.keep, p.spread), p.w ? p.w[k] : T(1));
             });
         if (p.grad_t)
             map_row(x, p.grad_t + i * p.K, p.K, g.lane, g.size, [&](int64_t k, T v) {
-                return p.scale * p.keep * (p.w ? p.w[k] : T(1)) * ((r.m - v) + log_s);
+                return p.scale * p.keep * (p.w ? p.w[k] : T(1)) * detail::neg_log_prob(v, r.m, log_s);
             });
     });
 }
@@ -389,24 +389,15 @@ __global__ void nll_kernel(int64_t N, int64_t K, const T* lp, const int64_t* tar
 template <class T>
 __global__ void kl_div_kernel(int64_t n, const T* input, const T* target, bool log_target, T* out, T scale, T* gi,
                               T* gt) {
-    for (int64_t i = grid_index(); i < n; i += grid_stride()) {
-        out[i] = log_target ? detail::kl_point_log_target(input[i], target[i]) : detail::kl_point(input[i], target[i]);
-        if (gi) gi[i] = scale * detail::kl_grad_input(target[i], log_target);
-        if (gt) gt[i] = scale * detail::kl_grad_target(input[i], target[i], log_target);
-    }
+    for (int64_t i = grid_index(); i < n; i += grid_stride())
+        detail::kl_element(i, input, target, log_target, scale, out, gi, gt);
 }
 
 template <class T>
-__global__ void bce_kernel(int64_t n, int64_t inner, const T* x, const T* t, const T* pw, const T* w, T keep, T half,
-                           T* out, T scale, T* gx, T* gt) {
-    for (int64_t i = grid_index(); i < n; i += grid_stride()) {
-        const T p = pw ? pw[i % inner] : T(1);
-        const T wi = w ? w[i] : T(1);
-        const T ts = t[i] * keep + half;
-        out[i] = wi * detail::bce_point(x[i], ts, p);
-        if (gx) gx[i] = scale * wi * detail::bce_grad_x(x[i], ts, p);
-        if (gt) gt[i] = scale * wi * keep * detail::bce_grad_t(x[i], p);
-    }
+__global__ void bce_kernel(int64_t n, int64_t inner, const T* x, const T* t, const T* pw, const T* w,
+                           detail::BinarySmoothing<T> sm, T* out, T scale, T* gx, T* gt) {
+    for (int64_t i = grid_index(); i < n; i += grid_stride())
+        detail::bce_element(i, inner, x, t, pw, w, sm, scale, out, gx, gt);
 }
 
 // ---- launchers -------------------------------------------------------------------------------------------
@@ -566,7 +557,7 @@ public:
         visit_floating(dtype, [&]<class T>() {
             bce_kernel<<<blocks_for(n), kBlock, 0, s>>>(
                 n, inner, static_cast<const T*>(x), static_cast<const T*>(t), static_cast<const T*>(pw),
-                static_cast<const T*>(w), static_cast<T>(1.0 - eps), static_cast<T>(eps / 2.0), static_cast<T*>(out),
+                static_cast<const T*>(w), detail::binary_smoothing<T>(eps), static_cast<T*>(out),
                 static_cast<T>(scale), static_cast<T*>(gx), static_cast<T*>(gt));
         });
         LSG_CUDA_CHECK_LAUNCH();

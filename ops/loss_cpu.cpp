@@ -412,8 +412,8 @@ void cross_entropy_prob_impl(const CrossEntropyProbArgs& a) {
             // W·Σp − W).
             double li = 0, Wd = 0;
             for (int64_t k = 0; k < K; ++k) {
-                const T q = (ti[k] * keep + spread) * (w ? w[k] : T(1));
-                if (q != T(0)) li += static_cast<double>(q * ((st.m - xi[k]) + log_s));
+                const T q = detail::prob_target(ti[k], keep, spread) * (w ? w[k] : T(1));
+                li += static_cast<double>(detail::ce_prob_term(q, xi[k], st.m, log_s));
                 Wd += static_cast<double>(q);
             }
             loss[i] = static_cast<T>(li);
@@ -422,11 +422,12 @@ void cross_entropy_prob_impl(const CrossEntropyProbArgs& a) {
                 T* gi = grad + i * K;
                 for (int64_t k = 0; k < K; ++k)
                     gi[k] = detail::ce_grad(scale, W, detail::softmax_prob(xi[k], st.m, log_s),
-                                            ti[k] * keep + spread, w ? w[k] : T(1));
+                                            detail::prob_target(ti[k], keep, spread), w ? w[k] : T(1));
             }
             if (grad_t) {
                 T* gi = grad_t + i * K;
-                for (int64_t k = 0; k < K; ++k) gi[k] = scale * keep * (w ? w[k] : T(1)) * ((st.m - xi[k]) + log_s);
+                for (int64_t k = 0; k < K; ++k)
+                    gi[k] = scale * keep * (w ? w[k] : T(1)) * detail::neg_log_prob(xi[k], st.m, log_s);
             }
         }
     });
@@ -475,27 +476,17 @@ void nll_impl(int64_t N, int64_t K, const T* lp, const int64_t* target, const T*
 template <class T>
 void kl_div_impl(int64_t n, const T* input, const T* target, bool log_target, T* out, T scale, T* gi, T* gt) {
     for_row_blocks(n, n, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) {
-            out[i] = log_target ? detail::kl_point_log_target(input[i], target[i]) : detail::kl_point(input[i], target[i]);
-            if (gi) gi[i] = scale * detail::kl_grad_input(target[i], log_target);
-            if (gt) gt[i] = scale * detail::kl_grad_target(input[i], target[i], log_target);
-        }
+        for (int64_t i = b; i < e; ++i) detail::kl_element(i, input, target, log_target, scale, out, gi, gt);
     });
 }
 
 template <class T>
 void bce_impl(int64_t outer, int64_t inner, const T* x, const T* t, const T* pw, const T* w, double eps, T* out,
               T scale, T* gx, T* gt) {
-    const T keep = static_cast<T>(1.0 - eps), half = static_cast<T>(eps / 2.0);
+    const auto sm = detail::binary_smoothing<T>(eps);
     for_row_blocks(outer, outer * inner, [&](int64_t r0, int64_t r1) {
-        for (int64_t i = r0 * inner; i < r1 * inner; ++i) {
-            const T p = pw ? pw[i % inner] : T(1);
-            const T wi = w ? w[i] : T(1);
-            const T ts = t[i] * keep + half;
-            out[i] = wi * detail::bce_point(x[i], ts, p);
-            if (gx) gx[i] = scale * wi * detail::bce_grad_x(x[i], ts, p);
-            if (gt) gt[i] = scale * wi * keep * detail::bce_grad_t(x[i], p);
-        }
+        for (int64_t i = r0 * inner; i < r1 * inner; ++i)
+            detail::bce_element(i, inner, x, t, pw, w, sm, scale, out, gx, gt);
     });
 }
 

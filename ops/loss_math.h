@@ -144,6 +144,26 @@ LSG_HD inline T ce_grad(T scale, T W, T p_j, T q_j, T w_j) {
     return scale * (W * p_j - q_j * w_j);
 }
 
+// ---- cross-entropy of one row against a probability target --------------------------------------
+// t' = t·keep + spread: Uniform smoothing of a probability target (keep = 1 − ε, spread = ε/K).
+template <class T>
+LSG_HD inline T prob_target(T t, T keep, T spread) {
+    return t * keep + spread;
+}
+
+// −log p_k = (m − x_k) + log s, from the exact difference x_k − m as in softmax_prob.
+template <class T>
+LSG_HD inline T neg_log_prob(T x_k, T m, T log_s) {
+    return (m - x_k) + log_s;
+}
+
+// Class k's term of the row's loss, q·(−log p_k) with q = w_k·t'_k: exactly 0 where q = 0, even
+// for a masked class (x_k = −inf, −log p_k = +inf).
+template <class T>
+LSG_HD inline T ce_prob_term(T q, T x_k, T m, T log_s) {
+    return q != T(0) ? q * neg_log_prob(x_k, m, log_s) : T(0);
+}
+
 // ---- KL divergence, pointwise ----------------------------------------------------------------
 // t·(log t − input), exactly 0 where t = 0 (xlogy semantics, even when input = −inf).
 template <class T>
@@ -165,6 +185,17 @@ template <class T>
 LSG_HD inline T kl_grad_target(T input, T t, bool log_target) {
     if (log_target) return t == lm_neg_inf<T>() ? T(0) : lm_exp(t) * (t - input + T(1));
     return t == T(0) ? T(0) : lm_log(t) + T(1) - input;
+}
+// Element i of kl_div over flat buffers: out[i] the pointwise term and, where gi / gt are not null,
+// gi[i] = scale·∂/∂input and gt[i] = scale·∂/∂t (scale: the reduction's factor). The CPU loop and the
+// CUDA grid-stride loop both call this, so the element's arithmetic is written once.
+template <class T>
+LSG_HD inline void kl_element(int64_t i, const T* input, const T* target, bool log_target, T scale, T* out, T* gi,
+                              T* gt) {
+    const T x = input[i], t = target[i];
+    out[i] = log_target ? kl_point_log_target(x, t) : kl_point(x, t);
+    if (gi) gi[i] = scale * kl_grad_input(t, log_target);
+    if (gt) gt[i] = scale * kl_grad_target(x, t, log_target);
 }
 
 // ---- binary cross-entropy with logits, pointwise ---------------------------------------------
@@ -196,6 +227,32 @@ LSG_HD inline T bce_grad_x(T x, T t, T pw) {
 template <class T>
 LSG_HD inline T bce_grad_t(T x, T pw) {
     return pw * softplus(-x) - softplus(x);
+}
+// Keras' smoothing of a binary target, t' = t·keep + half with keep = 1 − ε and half = ε/2.
+template <class T>
+struct BinarySmoothing {
+    T keep;
+    T half;
+};
+template <class T>
+LSG_HD inline BinarySmoothing<T> binary_smoothing(double eps) {
+    return {static_cast<T>(1.0 - eps), static_cast<T>(eps / 2.0)};
+}
+
+// Element i of binary_cross_entropy_with_logits over x, t [outer, inner] (flat index i):
+//   out[i] = w_i·bce_point(x_i, t'_i, pw_{i mod inner}),
+//   gx[i] = scale·w_i·bce_grad_x(x_i, t'_i, pw),  gt[i] = scale·w_i·(1 − ε)·bce_grad_t(x_i, pw),
+// pw = 1 when pos_weight is null, w_i = 1 when weight is null (else already broadcast to [outer,
+// inner]); gx / gt only where not null. The CPU loop and the CUDA grid-stride loop both call this.
+template <class T>
+LSG_HD inline void bce_element(int64_t i, int64_t inner, const T* x, const T* t, const T* pos_weight, const T* weight,
+                               BinarySmoothing<T> sm, T scale, T* out, T* gx, T* gt) {
+    const T pw = pos_weight ? pos_weight[i % inner] : T(1);
+    const T w = weight ? weight[i] : T(1);
+    const T ts = t[i] * sm.keep + sm.half;
+    out[i] = w * bce_point(x[i], ts, pw);
+    if (gx) gx[i] = scale * w * bce_grad_x(x[i], ts, pw);
+    if (gt) gt[i] = scale * w * sm.keep * bce_grad_t(x[i], pw);
 }
 
 }  // namespace lsg::detail
