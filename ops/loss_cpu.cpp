@@ -151,12 +151,13 @@ inline void ce_accumulate16(__m512 v, __m512 wv, __mmask16 m, __m512 pivot, __m5
     vdx = Weighted ? _mm512_mask3_fmadd_ps(wv, d, vdx, m) : _mm512_mask_add_ps(vdx, m, vdx, d);
 }
 
-// The row's state from the per-lane states (lanes with max −inf hold sum 0).
+// The row's state from the per-lane states, as detail::lse_merge: a lane with max −inf holds sum 0,
+// or NaN when a NaN met only masked logits there, and its sum is added unscaled.
 inline LseState<float> merge_lanes(__m512 vmax, __m512 vsum) {
     const float M = _mm512_reduce_max_ps(vmax);
-    if (M == -INFINITY) return {M, 0.0f};
+    if (M == -INFINITY) return {M, _mm512_reduce_add_ps(vsum)};
     const __mmask16 live = _mm512_cmp_ps_mask(vmax, _mm512_set1_ps(-INFINITY), _CMP_NEQ_UQ);
-    const __m512 s = _mm512_maskz_mul_ps(live, vsum, exp16(_mm512_sub_ps(vmax, _mm512_set1_ps(M))));
+    const __m512 s = _mm512_mask_mul_ps(vsum, live, vsum, exp16(_mm512_sub_ps(vmax, _mm512_set1_ps(M))));
     return {M, _mm512_reduce_add_ps(s)};
 }
 
@@ -198,7 +199,10 @@ void ce_rows_small_avx512(const CeCall<float>& c, const float* x, const int64_t*
         const float M = _mm512_reduce_max_ps(v);
         const bool empty = M == -INFINITY;
         const __m512 e = exp16(_mm512_sub_ps(v, _mm512_set1_ps(M)));
-        const float S = empty ? 0.0f : _mm512_reduce_add_ps(e);
+        // A row of only −inf has S = 0 (lse = −inf), unless it holds a NaN, which the max may have
+        // passed over: then S is NaN, as on the portable path.
+        const float S = empty ? _mm512_reduce_add_ps(_mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), v))
+                              : _mm512_reduce_add_ps(e);
         const float log_s = logf(S);
         const float lse = M + log_s;
         if (lse_out) lse_out[i] = lse;

@@ -54,12 +54,15 @@ LSG_HD inline void lse_update(LseState<T>& st, T x) {
 }
 
 // The state of the union of the elements of a and b (for per-lane, per-thread or per-warp parts).
+// A part whose max is −inf holds only masked elements, and NaNs: its s is 0, or NaN, and passes
+// through unscaled (never e^{−inf − m} times NaN, nor dropped), so a NaN beside masked elements
+// still reaches the row.
 template <class T>
 LSG_HD inline LseState<T> lse_merge(LseState<T> a, LseState<T> b) {
     const T m = a.m > b.m ? a.m : b.m;
     if (m == lm_neg_inf<T>()) return {m, a.s + b.s};
-    const T sa = a.m == lm_neg_inf<T>() ? T(0) : a.s * lm_exp(a.m - m);
-    const T sb = b.m == lm_neg_inf<T>() ? T(0) : b.s * lm_exp(b.m - m);
+    const T sa = a.m == lm_neg_inf<T>() ? a.s : a.s * lm_exp(a.m - m);
+    const T sb = b.m == lm_neg_inf<T>() ? b.s : b.s * lm_exp(b.m - m);
     return {m, sa + sb};
 }
 

@@ -10,6 +10,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "gradcheck.h"
@@ -474,6 +475,54 @@ TEST(LossAdversarial, NaNRowStaysInItsRow) {
             EXPECT_TRUE(std::isfinite(g[k]) && std::isfinite(g[2 * K + k]));
             EXPECT_TRUE(std::isnan(g[K + k]));
         }
+    }
+}
+
+// The NaN sits in a vector lane (CPU) or a thread's part (CUDA) whose other logits are all −inf, so
+// that part's running max stays −inf: row 1 masks every logit ≡ 3 (mod 16) and puts the NaN at 3
+// (the lane split of the 16-wide CPU path), row 2 is −inf but a NaN at 0 and the finite target
+// logit at K − 1 (any split into parts). Both rows are NaN in loss and gradient, for index and
+// probability targets, in f32 and f64; rows 0 and 3 stay finite.
+template <class T>
+void expect_nan_in_masked_part_reaches_the_loss(int64_t K) {
+    const T inf = std::numeric_limits<T>::infinity(), nan = std::numeric_limits<T>::quiet_NaN();
+    const auto base = randn(4 * K, 30);
+    std::vector<T> xv(base.begin(), base.end());
+    for (int64_t k = 3; k < K; k += 16) xv[K + k] = -inf;
+    xv[K + 3] = nan;
+    for (int64_t k = 0; k < K; ++k) xv[2 * K + k] = -inf;
+    xv[2 * K] = nan;
+    xv[2 * K + K - 1] = T(0.5);
+    const std::vector<int64_t> yv = {0, 1, K - 1, 2};
+    std::vector<T> onehot(4 * K, T(0));
+    for (int64_t i = 0; i < 4; ++i) onehot[i * K + yv[i]] = T(1);
+    const std::string at = "K = " + std::to_string(K) + (std::is_same_v<T, float> ? ", f32" : ", f64");
+    auto check = [&](const Tensor& x, const Tensor& rows, const char* what) {
+        rows.backward(lsg::ones({4}, {.dtype = x.dtype()}));
+        const auto rv = rows.to_vector<T>();
+        const auto g = x.grad().to_vector<T>();
+        for (int64_t i : {0, 3}) {
+            EXPECT_TRUE(std::isfinite(rv[i])) << what << ", " << at << ", row " << i;
+            for (int64_t k = 0; k < K; ++k) EXPECT_TRUE(std::isfinite(g[i * K + k])) << what << ", " << at;
+        }
+        for (int64_t i : {1, 2}) {
+            EXPECT_TRUE(std::isnan(rv[i])) << what << ", " << at << ", row " << i << ": loss " << rv[i];
+            for (int64_t k = 0; k < K; ++k) EXPECT_TRUE(std::isnan(g[i * K + k])) << what << ", " << at;
+        }
+    };
+    for (double eps : {0.0, 0.1}) {
+        Tensor x = lsg::from_vector<T>(xv, {4, K}).requires_grad_();
+        check(x, lsg::cross_entropy(x, idx(yv), ce_opts(eps, Reduction::None)), "index targets");
+    }
+    Tensor x = lsg::from_vector<T>(xv, {4, K}).requires_grad_();
+    check(x, lsg::cross_entropy(x, lsg::from_vector<T>(onehot, {4, K}), ce_opts(0.0, Reduction::None)),
+          "probability targets");
+}
+
+TEST(LossAdversarial, NaNInAMaskedPartReachesTheLoss) {
+    for (int64_t K : {10, 37, 1000}) {
+        expect_nan_in_masked_part_reaches_the_loss<float>(K);
+        expect_nan_in_masked_part_reaches_the_loss<double>(K);
     }
 }
 

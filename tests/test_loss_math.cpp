@@ -5,6 +5,8 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include "lsgrad/ops/loss_kernels.h"
@@ -38,6 +40,23 @@ TEST(LossMath, LseMergeEqualsOnePass) {
     // Merging with an empty (or all-masked) part changes nothing and makes no NaN.
     EXPECT_EQ(lse_value(lse_merge(sa, lse_init<double>())), lse_value(sa));
     EXPECT_EQ(lse_value(lse_merge(lse_init<double>(), lse_init<double>())), -kInf);
+}
+
+// A part whose elements are −inf and one NaN has m = −inf and s = NaN: the NaN must survive a merge
+// with a part that has a finite maximum, in either order, and with another masked part.
+TEST(LossMath, LseMergeKeepsTheNaNOfAMaskedPart) {
+    LseState<double> finite = lse_init<double>(), masked_nan = lse_init<double>();
+    for (double x : {1.0, -2.0}) lse_update(finite, x);
+    for (double x : {-kInf, std::nan(""), -kInf}) lse_update(masked_nan, x);
+    EXPECT_TRUE(std::isnan(lse_value(lse_merge(finite, masked_nan))));
+    EXPECT_TRUE(std::isnan(lse_value(lse_merge(masked_nan, finite))));
+    EXPECT_TRUE(std::isnan(lse_value(lse_merge(masked_nan, lse_init<double>()))));
+    EXPECT_TRUE(std::isnan(lse_value(lse_merge(lse_init<double>(), masked_nan))));
+    // A masked part without NaN still adds nothing.
+    LseState<double> masked = lse_init<double>();
+    for (double x : {-kInf, -kInf}) lse_update(masked, x);
+    EXPECT_EQ(lse_value(lse_merge(finite, masked)), lse_value(finite));
+    EXPECT_EQ(lse_value(lse_merge(masked, masked)), -kInf);
 }
 
 TEST(LossMath, MaskedElementsContributeNothing) {
@@ -143,6 +162,57 @@ TEST(LossKernelsCpu, FusedKernelStaysInsideItsBuffers) {
             for (int64_t k = 0; k < K; ++k) s += grad[guard + i * K + k];
             EXPECT_NEAR(s, 0.0, 1e-5) << "K = " << K;
         }
+    }
+}
+
+// NaN in a row whose other elements share its vector lane (or part) only with −inf: the row's lse,
+// loss and gradient are NaN, the rows around it untouched, and an all-masked row keeps lse = −inf.
+// Rows: 0 finite; 1 all −inf but one NaN; 2 all −inf but a NaN at 0 and a finite target at K − 1
+// (a lane of only −inf and NaN beside a lane with a finite maximum, whatever the lane split);
+// 3 all −inf; 4 finite. Run for f32 (the vector path where the CPU has one) and f64 (portable).
+template <class T>
+void expect_nan_in_masked_lane_reaches_the_row(int64_t K) {
+    const T inf = std::numeric_limits<T>::infinity(), nan = std::numeric_limits<T>::quiet_NaN();
+    const int64_t N = 5;
+    std::vector<T> x(N * K, -inf);
+    std::mt19937 rng(static_cast<unsigned>(K));
+    std::normal_distribution<T> nd(T(0), T(2));
+    for (int64_t k = 0; k < K; ++k) x[k] = nd(rng), x[4 * K + k] = nd(rng);
+    x[1 * K + K / 2] = nan;
+    x[2 * K + 0] = nan;
+    x[2 * K + K - 1] = T(0.5);
+    const std::vector<int64_t> y = {1, 0, K - 1, 0, 2};
+    for (double eps : {0.0, 0.1}) {
+        std::vector<T> loss(N), lse(N), grad(N * K);
+        lsg::CrossEntropyIndexArgs a;
+        a.dtype = std::is_same_v<T, double> ? lsg::DType::f64 : lsg::DType::f32;
+        a.rows = N;
+        a.classes = K;
+        a.logits = x.data();
+        a.target = y.data();
+        a.label_smoothing = eps;
+        a.row_loss = loss.data();
+        a.lse = lse.data();
+        a.grad = grad.data();
+        lsg::cpu_loss_kernels().cross_entropy_index(a);
+        const std::string at = "K = " + std::to_string(K) + ", eps = " + std::to_string(eps);
+        for (int64_t i : {0, 4}) {
+            EXPECT_TRUE(std::isfinite(lse[i]) && std::isfinite(loss[i])) << at << ", row " << i;
+            for (int64_t k = 0; k < K; ++k) EXPECT_TRUE(std::isfinite(grad[i * K + k])) << at << ", row " << i;
+        }
+        for (int64_t i : {1, 2}) {
+            EXPECT_TRUE(std::isnan(lse[i])) << at << ", row " << i << ": lse " << lse[i];
+            EXPECT_TRUE(std::isnan(loss[i])) << at << ", row " << i << ": loss " << loss[i];
+            for (int64_t k = 0; k < K; ++k) EXPECT_TRUE(std::isnan(grad[i * K + k])) << at << ", row " << i;
+        }
+        EXPECT_EQ(lse[3], -inf) << at;
+    }
+}
+
+TEST(LossKernelsCpu, NaNInAMaskedLaneReachesTheRow) {
+    for (int64_t K : {10, 16, 37, 1000}) {
+        expect_nan_in_masked_lane_reaches_the_row<float>(K);
+        expect_nan_in_masked_lane_reaches_the_row<double>(K);
     }
 }
 
