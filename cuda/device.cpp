@@ -3,15 +3,16 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "cuda_check.h"
 #include "device.h"
 #include "lsgrad/core/allocator.h"
+#include "lsgrad/core/block_cache.h"
 #include "lsgrad/core/error.h"
 
 namespace lsg {
@@ -55,71 +56,48 @@ const Availability& availability() {
 
 // ---- caching allocator ---------------------------------------------------------------------------
 
-// Rounds a request to its size class: 512-byte steps up to 1 MiB, then whole MiB, so buffers of
-// nearly the same size share a class and a training step's second iteration allocates nothing.
-size_t size_class(size_t nbytes) {
-    constexpr size_t kSmall = 512, kLarge = size_t{1} << 20;
-    if (nbytes <= kLarge) return std::max<size_t>(kSmall, (nbytes + kSmall - 1) / kSmall * kSmall);
-    return (nbytes + kLarge - 1) / kLarge * kLarge;
+// 512-byte steps up to 1 MiB, then whole MiB, so buffers of nearly the same size share a class and a
+// training step's second iteration allocates nothing. No cap on the cached bytes: an allocation
+// that finds the device full empties the cache and tries again.
+constexpr detail::BlockCache::Config kCudaClasses{.small_step = 512,
+                                                  .small_limit = size_t{1} << 20,
+                                                  .large_step = size_t{1} << 20,
+                                                  .max_cached = SIZE_MAX};
+
+// cudaMalloc, with null for out of memory (the error taken, so later checks do not report it).
+void* cuda_malloc_or_null(size_t nbytes) {
+    void* p = nullptr;
+    const cudaError_t status = cudaMalloc(&p, nbytes);
+    if (status == cudaErrorMemoryAllocation) {
+        cudaGetLastError();
+        return nullptr;
+    }
+    LSG_CUDA_CHECK(status);
+    return p;
 }
+
+// cudaFree waits for the device, so no queued kernel still uses a released block.
+void cuda_free(void* p) { LSG_CUDA_CHECK(cudaFree(p)); }
 
 class CudaCachingAllocator final : public Allocator {
 public:
     explicit CudaCachingAllocator(int device) : device_(device) {}
 
     void* allocate(size_t nbytes) override {
-        const size_t cls = size_class(nbytes);
         stream(Device::cuda(device_));  // makes the device current for cudaMalloc and later kernels
-        {
-            std::lock_guard lock(mutex_);
-            auto it = free_.find(cls);
-            if (it != free_.end() && !it->second.empty()) {
-                void* p = it->second.back();
-                it->second.pop_back();
-                cached_ -= cls;
-                return p;
-            }
-        }
-        void* p = nullptr;
-        cudaError_t status = cudaMalloc(&p, cls);
-        if (status == cudaErrorMemoryAllocation) {
-            cudaGetLastError();
-            const size_t released = cached_bytes();
-            empty_cache();
-            status = cudaMalloc(&p, cls);
-            if (status == cudaErrorMemoryAllocation) {
-                cudaGetLastError();
-                detail::fail("cuda_allocator", "out of memory allocating ", nbytes, " bytes on cuda:", device_,
-                             " (", released, " cached bytes were released first)");
-            }
-        }
-        LSG_CUDA_CHECK(status);
+        size_t released = 0;
+        void* p = cache_.allocate(nbytes, &released);
+        if (p == nullptr)
+            detail::fail("cuda_allocator", "out of memory allocating ", nbytes, " bytes on cuda:", device_, " (",
+                         released, " cached bytes were released first)");
         return p;
     }
 
     // The block goes straight back to the cache: work still queued on the stream that uses it runs
     // before any work issued by its next owner.
-    void deallocate(void* ptr, size_t nbytes) override {
-        if (ptr == nullptr) return;
-        const size_t cls = size_class(nbytes);
-        std::lock_guard lock(mutex_);
-        free_[cls].push_back(ptr);
-        cached_ += cls;
-    }
-
-    void empty_cache() override {
-        std::lock_guard lock(mutex_);
-        // cudaFree waits for the device, so no queued kernel still uses a freed block.
-        for (auto& [cls, blocks] : free_)
-            for (void* p : blocks) LSG_CUDA_CHECK(cudaFree(p));
-        free_.clear();
-        cached_ = 0;
-    }
-
-    size_t cached_bytes() const override {
-        std::lock_guard lock(mutex_);
-        return cached_;
-    }
+    void deallocate(void* ptr, size_t nbytes) override { cache_.deallocate(ptr, nbytes); }
+    void empty_cache() override { cache_.empty_cache(); }
+    size_t cached_bytes() const override { return cache_.cached_bytes(); }
 
     // Through the device's stream, then synchronised, so the copy sees every kernel issued before it
     // and the host sees the copy. cudaMemcpyDefault also serves a peer device's pointer.
@@ -137,9 +115,7 @@ public:
 
 private:
     int device_;
-    mutable std::mutex mutex_;
-    std::unordered_map<size_t, std::vector<void*>> free_;
-    size_t cached_ = 0;
+    detail::BlockCache cache_{kCudaClasses, cuda_malloc_or_null, cuda_free};
 };
 
 // ---- per-device state --------------------------------------------------------------------------

@@ -2,9 +2,17 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
 
 #include "gradcheck.h"
 #include "test_util.h"
+#include "lsgrad/core/block_cache.h"
 #include "lsgrad/lsgrad.h"
 
 using namespace lsg;
@@ -44,6 +52,182 @@ TEST(Tensor, CachingAllocatorReusesFreedBlocks) {
     Tensor again = empty({1 << 20});
     EXPECT_EQ(again.raw_data(), first) << "a freed block of the same size class should be reused";
     EXPECT_GE(cpu_allocator().cached_bytes(), 0u);
+}
+
+// The CPU allocator's size classes: 64-byte steps up to 4 KiB (a 0-byte request included), then 4 KiB.
+TEST(Tensor, CpuAllocatorCachesBySizeClass) {
+    Allocator& a = cpu_allocator();
+    a.empty_cache();
+    EXPECT_EQ(a.cached_bytes(), 0u);
+    for (auto [request, cls] : {std::pair<size_t, size_t>{0, 64}, {100, 128}, {4096, 4096}, {4097, 8192}}) {
+        void* p = a.allocate(request);
+        EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 64, 0u);
+        a.deallocate(p, request);
+        EXPECT_EQ(a.cached_bytes(), cls) << request << " bytes";
+        EXPECT_EQ(a.allocate(request), p) << request << " bytes";
+        a.deallocate(p, request);
+        a.empty_cache();
+    }
+}
+
+// ---- the free-list cache itself, driven by fake system allocations (no memory, no GPU) -------------
+
+// A fake system: hands out distinct addresses, fails past `limit` live bytes, and records frees.
+struct FakeSystem {
+    std::mutex mutex;
+    uintptr_t next = 0x10000;
+    size_t limit = SIZE_MAX;
+    size_t live_bytes = 0;
+    std::map<void*, size_t> live;
+    int allocs = 0, frees = 0;
+
+    void* alloc(size_t n) {
+        std::lock_guard lock(mutex);
+        if (live_bytes + n > limit) return nullptr;
+        void* p = reinterpret_cast<void*>(next);
+        next += n + 64;
+        live[p] = n;
+        live_bytes += n;
+        ++allocs;
+        return p;
+    }
+    void free(void* p) {
+        std::lock_guard lock(mutex);
+        auto it = live.find(p);
+        ASSERT_NE(it, live.end()) << "freed a block the system never gave out (or freed it twice)";
+        live_bytes -= it->second;
+        live.erase(it);
+        ++frees;
+    }
+};
+
+// Classes of 100 bytes up to 1000, then of 1000; at most `cap` bytes cached.
+std::unique_ptr<detail::BlockCache> fake_cache(FakeSystem& sys, size_t cap = SIZE_MAX) {
+    return std::make_unique<detail::BlockCache>(
+        detail::BlockCache::Config{.small_step = 100, .small_limit = 1000, .large_step = 1000, .max_cached = cap},
+        [&sys](size_t n) { return sys.alloc(n); }, [&sys](void* p) { sys.free(p); });
+}
+
+TEST(BlockCache, SizeClasses) {
+    FakeSystem sys;
+    auto cache = fake_cache(sys);
+    EXPECT_EQ(cache->size_class(0), 100u);
+    EXPECT_EQ(cache->size_class(1), 100u);
+    EXPECT_EQ(cache->size_class(100), 100u);
+    EXPECT_EQ(cache->size_class(101), 200u);
+    EXPECT_EQ(cache->size_class(1000), 1000u);
+    EXPECT_EQ(cache->size_class(1001), 2000u);
+    void* p = cache->allocate(150);
+    EXPECT_EQ(sys.live.at(p), 200u);
+}
+
+TEST(BlockCache, ReusesABlockOfTheSameClass) {
+    FakeSystem sys;
+    auto cache = fake_cache(sys);
+    void* a = cache->allocate(150);
+    cache->deallocate(a, 150);
+    EXPECT_EQ(cache->cached_bytes(), 200u);
+    EXPECT_EQ(sys.frees, 0);
+    EXPECT_EQ(cache->allocate(101), a);  // 101 and 150 share the class 200
+    EXPECT_EQ(sys.allocs, 1);
+    EXPECT_EQ(cache->cached_bytes(), 0u);
+    void* b = cache->allocate(250);  // another class: a fresh block
+    EXPECT_NE(b, a);
+    EXPECT_EQ(sys.allocs, 2);
+    cache->deallocate(a, 150);
+    cache->deallocate(b, 250);
+    EXPECT_EQ(cache->cached_bytes(), 500u);
+    EXPECT_EQ(cache->allocate(300), b);
+    EXPECT_EQ(cache->allocate(200), a);
+    cache->deallocate(nullptr, 100);
+    EXPECT_EQ(cache->cached_bytes(), 0u);
+}
+
+TEST(BlockCache, EvictsOlderBlocksToKeepTheOneJustFreed) {
+    FakeSystem sys;
+    auto cache = fake_cache(sys, 1000);
+    void* a = cache->allocate(300);
+    void* b = cache->allocate(300);
+    void* c = cache->allocate(300);
+    void* d = cache->allocate(400);
+    cache->deallocate(a, 300);
+    cache->deallocate(b, 300);
+    cache->deallocate(c, 300);
+    EXPECT_EQ(cache->cached_bytes(), 900u);
+    EXPECT_EQ(sys.frees, 0);
+    // 900 + 400 > 1000: one 300-byte block goes back to the system, d stays.
+    cache->deallocate(d, 400);
+    EXPECT_EQ(sys.frees, 1);
+    EXPECT_EQ(cache->cached_bytes(), 1000u);
+    EXPECT_EQ(sys.live.size(), 4u - 1u);
+    EXPECT_TRUE(sys.live.count(d));
+    EXPECT_EQ(cache->allocate(400), d);
+    EXPECT_EQ(sys.allocs, 4);
+    // A block larger than the whole cache goes straight back, and evicts nothing.
+    void* big = cache->allocate(1500);
+    cache->deallocate(big, 1500);
+    EXPECT_EQ(sys.frees, 2);
+    EXPECT_FALSE(sys.live.count(big));
+    EXPECT_EQ(cache->cached_bytes(), 600u);
+}
+
+TEST(BlockCache, EmptyCacheReleasesEveryCachedBlock) {
+    FakeSystem sys;
+    auto cache = fake_cache(sys);
+    void* in_use = cache->allocate(50);
+    for (size_t n : {100, 100, 700, 5000}) cache->deallocate(cache->allocate(n), n);
+    void* a = cache->allocate(100);
+    void* b = cache->allocate(100);
+    cache->deallocate(a, 100);
+    cache->deallocate(b, 100);
+    EXPECT_EQ(cache->cached_bytes(), 100u + 100u + 700u + 5000u);
+    EXPECT_EQ(cache->empty_cache(), 5900u);
+    EXPECT_EQ(cache->cached_bytes(), 0u);
+    EXPECT_EQ(sys.live.size(), 1u);  // only the block still in use
+    EXPECT_TRUE(sys.live.count(in_use));
+    // The destructor releases what is cached then.
+    cache->deallocate(in_use, 50);
+    cache.reset();
+    EXPECT_TRUE(sys.live.empty());
+}
+
+TEST(BlockCache, OutOfMemoryEmptiesTheCacheAndRetriesOnce) {
+    FakeSystem sys;
+    sys.limit = 1000;
+    auto cache = fake_cache(sys);
+    void* a = cache->allocate(600);
+    cache->deallocate(a, 600);
+    size_t released = 0;
+    void* b = cache->allocate(700, &released);  // 600 live + 700 > 1000: the cached 600 go first
+    ASSERT_NE(b, nullptr);
+    EXPECT_EQ(released, 600u);
+    EXPECT_EQ(cache->cached_bytes(), 0u);
+    released = 0;
+    EXPECT_EQ(cache->allocate(400, &released), nullptr);  // nothing cached to give back
+    EXPECT_EQ(released, 0u);
+    cache->deallocate(b, 700);
+}
+
+TEST(BlockCache, ThreadsShareItSafely) {
+    FakeSystem sys;
+    auto cache = fake_cache(sys, 20000);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t)
+        threads.emplace_back([&, t] {
+            for (int i = 0; i < 2000; ++i) {
+                const size_t n = static_cast<size_t>(100 * (1 + (i + t) % 30));
+                void* p = cache->allocate(n);
+                ASSERT_NE(p, nullptr);
+                cache->deallocate(p, n);
+            }
+        });
+    for (auto& th : threads) th.join();
+    EXPECT_LE(cache->cached_bytes(), 20000u);
+    size_t live = 0;
+    for (auto& [p, n] : sys.live) live += n;
+    EXPECT_EQ(live, cache->cached_bytes());  // every live block is cached: none lost, none twice
+    cache.reset();
+    EXPECT_TRUE(sys.live.empty());
 }
 
 TEST(Tensor, ContiguousStridesAndNumel) {
