@@ -6,7 +6,7 @@
 
 #include <cmath>
 
-#include "lsgrad/core/philox.h"  // LSG_HD
+#include "lsgrad/core/hostdevice.h"
 #include "lsgrad/optim/optim_kernels.h"
 
 namespace lsg::optim_math {
