@@ -9,10 +9,11 @@
 // streaming stores into its own buffer. Per-row losses land in a buffer that one block sums in
 // double in a fixed order: no float atomics, the same bits on every run.
 //
-// A small preparing kernel runs first: it validates the targets (recording the first bad row in
-// device memory, no device-side assert) and computes the Mean denominator and Σ w, so the fused
-// kernel can scale the gradient without a host round trip. The launcher reads the bad-row flag
-// after the kernels and raises lsg::Error, as the CPU does.
+// A small preparing kernel runs first: it validates the targets (recording the first bad row and its
+// value in device memory, no device-side assert) and computes the Mean denominator and Σ w, so the
+// fused kernel can scale the gradient without a host round trip. The op does not copy the targets to
+// the host to check them: the launcher reads the record after the kernels, with the op's one
+// synchronisation, and raises the CPU check's lsg::Error.
 #include <cstdint>
 
 #include "device.h"
@@ -205,36 +206,47 @@ struct AddSums {
 
 // ---- preparation: target checks, denominator, Σ w ----------------------------------------------------
 
+// The first row whose target is out of range (~0 for none) and that target.
+struct BadTarget {
+    unsigned long long row;
+    long long value;
+};
+
 // What the preparing kernel leaves for the others, in device memory.
 struct Aux {
-    unsigned long long bad_row;  // the first row whose target is out of range; ~0 for none
-    double inv_denom;            // 1/D for Mean (0 when D = 0), 1 otherwise
-    double sum_w;                // Σ_{k ≠ pad} w_k
+    BadTarget bad;
+    double inv_denom;  // 1/D for Mean (0 when D = 0), 1 otherwise
+    double sum_w;      // Σ_{k ≠ pad} w_k
 };
 
 constexpr int kPrepThreads = 512;
 
 // One block. A row is skipped (no loss, no gradient, not in D) when its target is ignore_index or
-// the padding class; an out-of-range target is recorded and its row skipped too.
+// the padding class; an out-of-range target is skipped too, and the first such row recorded with
+// its value (the block's minimum in shared memory, so one thread can read the value after).
 template <class T>
 __global__ void __launch_bounds__(kPrepThreads) prepare_kernel(int64_t N, int64_t K, const int64_t* target,
                                                                const T* w, int64_t pad, int64_t ignore, bool mean,
                                                                Aux* aux) {
     __shared__ Sums smem[32];
+    __shared__ unsigned long long bad_row;
+    if (threadIdx.x == 0) bad_row = ~0ull;
+    __syncthreads();
     Sums acc{0.0, 0.0};
     for (int64_t i = threadIdx.x; i < N; i += blockDim.x) {
         const int64_t y = target[i];
         if (y == ignore) continue;
         if (y < 0 || y >= K) {
-            atomicMin(&aux->bad_row, static_cast<unsigned long long>(i));
+            atomicMin(&bad_row, static_cast<unsigned long long>(i));
             continue;
         }
         if (y != pad) acc.a += w ? static_cast<double>(w[y]) : 1.0;
     }
     for (int64_t k = threadIdx.x; k < K; k += blockDim.x)
         if (k != pad) acc.b += w ? static_cast<double>(w[k]) : 1.0;
-    acc = block_reduce(acc, AddSums{}, smem);
+    acc = block_reduce(acc, AddSums{}, smem);  // ends with __syncthreads: bad_row is final
     if (threadIdx.x == 0) {
+        aux->bad = {bad_row, bad_row == ~0ull ? 0 : static_cast<long long>(target[bad_row])};
         aux->inv_denom = mean ? (acc.a != 0.0 ? 1.0 / acc.a : 0.0) : 1.0;
         aux->sum_w = acc.b;
     }
@@ -404,28 +416,21 @@ __global__ void bce_kernel(int64_t n, int64_t inner, const T* x, const T* t, con
 
 bool is_mean(Reduction r) { return r == Reduction::Mean || r == Reduction::BatchMean; }
 
-// Runs the preparing kernel into a fresh Aux on the current device's stream.
+// Runs the preparing kernel, which fills aux, on the current device's stream.
 template <class T>
 void prepare(cudaStream_t s, Aux* aux, int64_t N, int64_t K, const int64_t* target, const T* w, int64_t pad,
              int64_t ignore, bool mean) {
-    LSG_CUDA_CHECK(cudaMemsetAsync(&aux->bad_row, 0xff, sizeof(aux->bad_row), s));
     prepare_kernel<<<1, kPrepThreads, 0, s>>>(N, K, target, w, pad, ignore, mean, aux);
     LSG_CUDA_CHECK_LAUNCH();
 }
 
-// Waits for the op's kernels and raises the first out-of-range target they recorded, with the
-// message of the CPU's check.
-void raise_bad_target(const char* op, cudaStream_t s, const Aux* aux, const int64_t* target, int64_t K,
-                      int64_t ignore) {
-    unsigned long long bad = 0;
-    LSG_CUDA_CHECK(cudaMemcpyAsync(&bad, &aux->bad_row, sizeof(bad), cudaMemcpyDeviceToHost, s));
+// Waits for the op's kernels (the op's only synchronisation) and raises the first out-of-range
+// target they recorded, with the message of the CPU's check.
+void raise_bad_target(const char* op, cudaStream_t s, const Aux* aux, int64_t K, int64_t ignore) {
+    BadTarget bad{};
+    LSG_CUDA_CHECK(cudaMemcpyAsync(&bad, &aux->bad, sizeof(bad), cudaMemcpyDeviceToHost, s));
     LSG_CUDA_CHECK(cudaStreamSynchronize(s));
-    if (bad == ~0ull) return;
-    int64_t value = 0;
-    LSG_CUDA_CHECK(cudaMemcpyAsync(&value, target + bad, sizeof(value), cudaMemcpyDeviceToHost, s));
-    LSG_CUDA_CHECK(cudaStreamSynchronize(s));
-    detail::fail(op, "target ", value, " of row ", bad, " is out of range: classes are [0, ", K,
-                 ") and ignore_index is ", ignore);
+    if (bad.row != ~0ull) fail_target_out_of_range(op, static_cast<int64_t>(bad.row), bad.value, K, ignore);
 }
 
 template <class T>
@@ -463,7 +468,7 @@ void cross_entropy_index_impl(const CrossEntropyIndexArgs& a) {
         LSG_CUDA_CHECK_LAUNCH();
     }
     if (a.reduction != Reduction::None) reduce_rows(s, a.rows, static_cast<const T*>(a.row_loss), 1.0, aux, a.reduced);
-    raise_bad_target("cross_entropy", s, aux, a.target, a.classes, a.ignore_index);
+    raise_bad_target("cross_entropy", s, aux, a.classes, a.ignore_index);
 }
 
 template <class T>
@@ -505,7 +510,7 @@ void nll_impl(int64_t N, int64_t K, const T* lp, const int64_t* target, const T*
         LSG_CUDA_CHECK_LAUNCH();
     }
     if (reduction != Reduction::None) reduce_rows(s, N, loss, 1.0, aux, reduced);
-    raise_bad_target("nll_loss", s, aux, target, K, ignore);
+    raise_bad_target("nll_loss", s, aux, K, ignore);
 }
 
 class CudaLossKernels final : public LossKernels {

@@ -17,6 +17,13 @@
 #include "lsgrad/ops/reduce.h"
 
 namespace lsg {
+
+[[noreturn]] void fail_target_out_of_range(const char* op, int64_t row, int64_t value, int64_t K,
+                                           int64_t ignore_index) {
+    detail::fail(op, "target ", value, " of row ", row, " is out of range: classes are [0, ", K,
+                 ") and ignore_index is ", ignore_index);
+}
+
 namespace {
 
 bool is_mean(Reduction r) { return r == Reduction::Mean || r == Reduction::BatchMean; }
@@ -34,18 +41,22 @@ void check_smoothing(const char* op, double eps) {
     LSG_CHECK_OP(op, eps >= 0.0 && eps <= 1.0, "label_smoothing must lie in [0, 1], got ", eps);
 }
 
-// Checks that every class index lies in [0, K) or equals ignore_index; names the row and value.
-// Reads the targets on the host (a copy for device tensors).
+// Checks that every class index of a CPU target lies in [0, K) or equals ignore_index; names the
+// first bad row and its value.
 void check_index_targets(const char* op, const Tensor& target, int64_t K, int64_t ignore_index) {
-    const Tensor host = target.device().is_cpu() ? target : target.to(Device::cpu());
-    const int64_t* t = host.data<int64_t>();
-    const int64_t N = host.numel();
+    const int64_t* t = target.data<int64_t>();
+    const int64_t N = target.numel();
     for (int64_t i = 0; i < N; ++i) {
         const int64_t v = t[i];
-        if (v != ignore_index && (v < 0 || v >= K))
-            detail::fail(op, "target ", v, " of row ", i, " is out of range: classes are [0, ", K,
-                         ") and ignore_index is ", ignore_index);
+        if (v != ignore_index && (v < 0 || v >= K)) fail_target_out_of_range(op, i, v, K, ignore_index);
     }
+}
+
+// The target check of a fused index-target loss: here for CPU targets, before the kernel (which
+// trusts them). A CUDA kernel checks its targets on the device and raises the same error after its
+// one synchronisation, so they are never copied to the host.
+void check_kernel_targets(const char* op, const Tensor& target, int64_t K, int64_t ignore_index) {
+    if (target.device().is_cpu()) check_index_targets(op, target, K, ignore_index);
 }
 
 // An optional class-weight tensor: 1-D [K], the logits' dtype and device, contiguous.
@@ -133,7 +144,7 @@ Tensor cross_entropy_index(const Tensor& logits, const Tensor& target_in, const 
     const Tensor x = logits.contiguous();
     const Tensor target = target_in.contiguous();
     const Tensor weight = checked_weight(op, o.weight, x, K);
-    check_index_targets(op, target, K, o.ignore_index);
+    check_kernel_targets(op, target, K, o.ignore_index);
 
     const Reduction reduction = o.reduction == Reduction::BatchMean ? Reduction::Mean : o.reduction;
     if (!autograd::needs_grad({x})) return run_ce_index(x, target, weight, o, reduction, nullptr);
@@ -322,7 +333,7 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& target_in, const NLLLossO
     const Tensor x = log_probs.contiguous();
     const Tensor target = target_in.contiguous();
     const Tensor weight = checked_weight(op, options.weight, x, K);
-    check_index_targets(op, target, K, options.ignore_index);
+    check_kernel_targets(op, target, K, options.ignore_index);
     const Reduction reduction = options.reduction == Reduction::BatchMean ? Reduction::Mean : options.reduction;
     auto run = [=](Tensor* G) {
         Tensor rows = empty({N}, like(x));

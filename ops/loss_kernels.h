@@ -1,7 +1,9 @@
 // The loss layer's device dispatch: a table of raw-pointer kernels per device, as core/backend.h
 // does for the tensor ops. The CPU table is in ops/loss_cpu.cpp, the CUDA one in cuda/ (or the
 // CPU-only stub, which throws "built without CUDA"). Kernels compute only: ops/loss.cpp has checked
-// shapes, dtypes, devices and target ranges, allocated contiguous outputs and records autograd.
+// shapes, dtypes and devices, allocated contiguous outputs and records autograd. It checks the range
+// of CPU class targets too; the CUDA kernels check theirs on the device (a bad row is skipped, then
+// reported with fail_target_out_of_range after the kernels), so targets never travel to the host.
 // Pointers are device pointers of the tensors' device; `dtype` (f32 or f64) types every floating
 // buffer of one call.
 #pragma once
@@ -97,6 +99,11 @@ public:
                                  const void* pos_weight, const void* weight, double label_smoothing,
                                  void* out, double scale, void* grad_x, void* grad_t) = 0;
 };
+
+// Throws the error of a class target outside [0, K) that is not ignore_index, naming its row and
+// value: the one message of the CPU check and the CUDA kernels' report.
+[[noreturn]] void fail_target_out_of_range(const char* op, int64_t row, int64_t value, int64_t K,
+                                           int64_t ignore_index);
 
 // The loss kernel table of `device`.
 LossKernels& loss_kernels(Device device);

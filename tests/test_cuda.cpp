@@ -446,6 +446,35 @@ TEST(CudaLoss, OutOfRangeTargetIsAnErrorNotACrash) {
     EXPECT_NEAR(sum(x).item<double>(), sum(x.to(Device::cpu())).item<double>(), 1e-4);
 }
 
+// The op hands CUDA targets to the kernels unchecked (no copy to the host); the kernels' report is
+// the CPU check's message, word for word: the first bad row, its value, K and ignore_index.
+TEST(CudaLoss, OutOfRangeTargetMessageIsTheCpuMessage) {
+    LSG_SKIP_WITHOUT_CUDA();
+    auto message = [](const std::function<void()>& fn) {
+        try {
+            fn();
+        } catch (const Error& e) {
+            return std::string(e.what());
+        }
+        return std::string("no error");
+    };
+    const std::vector<std::vector<int64_t>> bad = {{1, 2, 12, 3}, {-100, -7, 11, 0}, {0, 1, 2, 10}};
+    for (const auto& y : bad) {
+        std::vector<std::string> seen;
+        for (Device d : {Device::cpu(), Device::cuda()}) {
+            Tensor x = input(d, {4, 10}, 83);
+            Tensor w = input(d, {10}, 84, false);
+            seen.push_back(message([&] { (void)cross_entropy(x, ints(d, y), {.label_smoothing = 0.1}); }));
+            seen.push_back(message([&] { (void)cross_entropy(x, ints(d, y), {.ignore_index = 11, .weight = w}); }));
+            seen.push_back(message([&] { (void)nll_loss(log_softmax(x, 1), ints(d, y)); }));
+        }
+        for (size_t i = 0; i < 3; ++i) {
+            EXPECT_NE(seen[i].find("is out of range"), std::string::npos) << seen[i];
+            EXPECT_EQ(seen[i + 3], seen[i]);
+        }
+    }
+}
+
 TEST(CudaLoss, ReductionIsTheSameBitsOnEveryRun) {
     LSG_SKIP_WITHOUT_CUDA();
     const Device d = Device::cuda();
