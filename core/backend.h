@@ -87,8 +87,8 @@ public:
                       const Tensor& a, int64_t stride_a, const Tensor& b, int64_t stride_b, double beta,
                       Tensor& c, int64_t stride_c, int64_t batch) = 0;
 
-    // cols [C·kh·kw, N·oh·ow] from x [N, C, H, W] (zero padding); col2im accumulates back into
-    // zero-initialised dx.
+    // cols [N, C·kh·kw, oh·ow] from x [N, C, H, W] (zero padding; see detail::col_offset in
+    // ops/conv_math.h); col2im accumulates back into zero-initialised dx.
     virtual void im2col(const Tensor& x, const Window2d& g, Tensor& cols) = 0;
     virtual void col2im(const Tensor& cols, const Window2d& g, Tensor& dx) = 0;
     // out [N, C, oh, ow] = window max (padding counts as -inf); argmax holds the flat input

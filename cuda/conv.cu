@@ -9,14 +9,15 @@ namespace lsg {
 namespace cuda {
 namespace {
 
-// cols[(c·kh + u)·kw + v, (n·oh + i)·ow + j] = x[n, c, i·s_h + u − p_h, j·s_w + v − p_w] or 0.
+// cols[n, (c·kh + u)·kw + v, i·ow + j] = x[n, c, i·s_h + u − p_h, j·s_w + v − p_w] or 0 (the
+// layout of detail::col_offset).
 template <class T>
 __global__ void im2col_kernel(const T* x, Window2d g, T* cols) {
-    const int64_t L = g.out_h * g.out_w, NL = g.batch * L, total = g.channels * g.kernel_h * g.kernel_w * NL;
+    const int64_t L = g.out_h * g.out_w, CKK = g.channels * g.kernel_h * g.kernel_w, total = g.batch * CKK * L;
     for (int64_t k = grid_index(); k < total; k += grid_stride()) {
-        const int64_t r = k / NL, col = k % NL;
+        const int64_t n = k / (CKK * L), r = k / L % CKK, l = k % L;
         const int64_t c = r / (g.kernel_h * g.kernel_w), u = r / g.kernel_w % g.kernel_h, v = r % g.kernel_w;
-        const int64_t n = col / L, i = col % L / g.out_w, j = col % g.out_w;
+        const int64_t i = l / g.out_w, j = l % g.out_w;
         const int64_t h = i * g.stride_h + u - g.pad_h, w = j * g.stride_w + v - g.pad_w;
         cols[k] = (h >= 0 && h < g.height && w >= 0 && w < g.width)
                       ? x[((n * g.channels + c) * g.height + h) * g.width + w]
@@ -39,7 +40,7 @@ __device__ inline Span covering(int64_t h, int64_t pad, int64_t kernel, int64_t 
 // dx[n, c, h, w] += Σ over the windows covering (h, w) of the column entry that read it.
 template <class T>
 __global__ void col2im_kernel(const T* cols, Window2d g, T* dx) {
-    const int64_t L = g.out_h * g.out_w, NL = g.batch * L, total = g.batch * g.channels * g.height * g.width;
+    const int64_t total = g.batch * g.channels * g.height * g.width;
     for (int64_t k = grid_index(); k < total; k += grid_stride()) {
         const int64_t w = k % g.width, h = k / g.width % g.height, c = k / (g.width * g.height) % g.channels,
                       n = k / (g.width * g.height * g.channels);
@@ -50,7 +51,7 @@ __global__ void col2im_kernel(const T* cols, Window2d g, T* dx) {
             const int64_t u = h + g.pad_h - i * g.stride_h;
             for (int64_t j = sj.lo; j <= sj.hi; ++j) {
                 const int64_t v = w + g.pad_w - j * g.stride_w;
-                acc += cols[((c * g.kernel_h + u) * g.kernel_w + v) * NL + n * L + i * g.out_w + j];
+                acc += cols[detail::col_offset(g, n, (c * g.kernel_h + u) * g.kernel_w + v) + i * g.out_w + j];
             }
         }
         dx[k] += acc;

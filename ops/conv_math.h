@@ -19,6 +19,13 @@ struct WindowMax {
     int64_t index;
 };
 
+// Whether a window element `val` replaces the running maximum `best`: larger wins, ties keep the
+// first, and a NaN wins over any number (as in PyTorch).
+template <class T>
+LSG_HD inline bool pool_takes(T val, T best) {
+    return val > best || (val != val && best == best);
+}
+
 template <class T>
 LSG_HD inline WindowMax<T> pool_window_max(const T* img, const Window2d& g, int64_t i, int64_t j) {
     T best = -static_cast<T>(INFINITY);
@@ -30,13 +37,19 @@ LSG_HD inline WindowMax<T> pool_window_max(const T* img, const Window2d& g, int6
             const int64_t w = j * g.stride_w + v - g.pad_w;
             if (w < 0 || w >= g.width) continue;
             const T val = img[h * g.width + w];
-            if (arg < 0 || val > best || (val != val && best == best)) {
+            if (arg < 0 || pool_takes(val, best)) {
                 best = val;
                 arg = h * g.width + w;
             }
         }
     }
     return {best, arg};
+}
+
+// Where column entry (image n, row r = (c·kh + u)·kw + v) starts in the im2col buffer
+// [N, C·kh·kw, oh·ow]: one matrix per image, so W·cols[n] is image n's NCHW output.
+LSG_HD inline int64_t col_offset(const Window2d& g, int64_t n, int64_t r) {
+    return (n * g.channels * g.kernel_h * g.kernel_w + r) * g.out_h * g.out_w;
 }
 
 }  // namespace lsg::detail

@@ -67,11 +67,22 @@ using detail::apply_binary;
 using detail::apply_unary;
 using detail::unary_derivative;
 
-// Runs fn(i) for i < n, in parallel when n is large enough to pay for the threads.
+// Runs fn(i) for i < n, in parallel when n is large enough to pay for the threads: one contiguous
+// block per thread, each running a plain loop over its own copy of fn. (An `omp parallel for simd`
+// over a lambda held by reference made GCC emit gathers and scatters: 8x slower on relu.)
 template <class Fn>
-void parallel_for(int64_t n, Fn&& fn) {
-#pragma omp parallel for simd schedule(static) if (n >= kParallelGrain)
-    for (int64_t i = 0; i < n; ++i) fn(i);
+void parallel_for(int64_t n, const Fn& fn) {
+    if (n < kParallelGrain || omp_get_max_threads() == 1) {
+        for (int64_t i = 0; i < n; ++i) fn(i);
+        return;
+    }
+#pragma omp parallel
+    {
+        const Fn local = fn;
+        const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const int64_t lo = n * t / nt, hi = n * (t + 1) / nt;
+        for (int64_t i = lo; i < hi; ++i) local(i);
+    }
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // Matrix products: forward, backward and the CPU GEMM dispatch.
 #include "lsgrad/ops/matmul.h"
 
+#include <omp.h>
+
 #include "lsgrad/core/autograd.h"
 #include "lsgrad/core/backend.h"
 #include "lsgrad/ops/cpu_kernels.h"
@@ -14,6 +16,10 @@ void CpuTensorKernels::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, in
                             const Tensor& a, int64_t stride_a, const Tensor& b, int64_t stride_b, double beta,
                             Tensor& c, int64_t stride_c, int64_t batch) {
     const int64_t lda = trans_a ? m : k, ldb = trans_b ? k : n;
+    // Many small products (a convolution's per-image GEMMs) run one per thread; a large product
+    // parallelises inside the GEMM instead. Either way each C[i] is computed by one fixed schedule.
+    const bool across = batch > 1 && m * n * k < (int64_t(1) << 21) && omp_get_max_threads() > 1;
+#pragma omp parallel for schedule(static) if (across)
     for (int64_t i = 0; i < batch; ++i) {
         if (c.dtype() == DType::f64) {
             detail::gemm_f64(trans_a, trans_b, m, n, k, alpha, a.data<double>() + i * stride_a, lda,

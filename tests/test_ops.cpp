@@ -182,6 +182,45 @@ TEST(Conv, ConvolutionMatchesDirectSum) {
                 }
 }
 
+TEST(Conv, MaxPool2x2VectorPathFollowsTheWindowRule) {
+    // The 2×2 stride-2 window has its own vector path: check it against the raster-order rule
+    // (first maximum wins, a NaN wins over numbers) with many ties, NaNs, odd sizes and rows wider
+    // than one vector, through both the values and where the gradient lands.
+    for (const Shape& shape : {Shape{2, 3, 9, 41}, Shape{1, 2, 28, 28}, Shape{3, 1, 5, 3}}) {
+        Generator gen(8);
+        std::vector<float> v = rand(shape, {}, gen).to_vector<float>();
+        for (size_t i = 0; i < v.size(); ++i) {
+            v[i] = std::floor(v[i] * 3.f);  // values 0, 1, 2: ties everywhere
+            if (i % 37 == 5) v[i] = std::numeric_limits<float>::quiet_NaN();
+        }
+        Tensor x = from_vector(v, shape);
+        x.requires_grad_();
+        Tensor y = max_pool2d(x, {2, 2});
+        const int64_t H = shape[2], W = shape[3], oh = H / 2, ow = W / 2;
+        ASSERT_EQ(y.shape(), (Shape{shape[0], shape[1], oh, ow}));
+        Tensor w = arange(1.0, static_cast<double>(y.numel()) + 1.0, 1.0).reshape(y.shape());
+        (y * w).sum().backward();
+        const auto yv = y.to_vector<float>(), gv = x.grad().to_vector<float>(), wv = w.to_vector<float>();
+        std::vector<float> expect_grad(v.size(), 0.f);
+        for (int64_t p = 0; p < shape[0] * shape[1]; ++p)
+            for (int64_t i = 0; i < oh; ++i)
+                for (int64_t j = 0; j < ow; ++j) {
+                    int64_t best = -1;
+                    for (int64_t u = 0; u < 2; ++u)
+                        for (int64_t t = 0; t < 2; ++t) {
+                            const int64_t at = p * H * W + (2 * i + u) * W + 2 * j + t;
+                            const float val = v[at];
+                            if (best < 0 || val > v[best] || (std::isnan(val) && !std::isnan(v[best]))) best = at;
+                        }
+                    const int64_t k = (p * oh + i) * ow + j;
+                    if (std::isnan(v[best])) EXPECT_TRUE(std::isnan(yv[k])) << k;
+                    else EXPECT_EQ(yv[k], v[best]) << k;
+                    expect_grad[best] += wv[k];
+                }
+        EXPECT_EQ(gv, expect_grad);
+    }
+}
+
 TEST(Conv, MaxPoolPicksWindowMaxima) {
     Tensor x = arange(0.0, 16.0, 1.0).reshape({1, 1, 4, 4});
     EXPECT_EQ(max_pool2d(x, {2, 2}).to_vector<float>(), (std::vector<float>{5, 7, 13, 15}));
