@@ -98,6 +98,9 @@ void CpuTensorKernels::copy(const Tensor& src, Tensor& dst) {
                                 const S* sp = s + off[1];
                                 if (st[0] == 1 && st[1] == 1) {
                                     for (int64_t i = 0; i < n; ++i) dp[i] = static_cast<D>(sp[i]);
+                                } else if (st[0] == 1 && st[1] == 0) {
+                                    // A broadcast source (a bias spread over a row): a fill.
+                                    std::fill_n(dp, n, static_cast<D>(*sp));
                                 } else {
                                     for (int64_t i = 0; i < n; ++i) dp[i * st[0]] = static_cast<D>(sp[i * st[1]]);
                                 }
@@ -139,7 +142,19 @@ void CpuTensorKernels::unary_backward(UnaryOp op, const Tensor& grad, const Tens
         const T* yp = static_cast<const T*>(y.raw_data());
         T* dp = static_cast<T*>(dx.raw_data());
         const T ta = static_cast<T>(a), tb = static_cast<T>(b);
-        parallel_for(x.numel(), [=](int64_t i) { dp[i] = gp[i] * unary_derivative(op, xp[i], yp[i], ta, tb); });
+        // As in unary(): the op is a constant in each loop, so the derivative inlines and vectorises.
+        switch (op) {
+#define LSG_UNARY_BACKWARD_CASE(name)                                                                         \
+    case UnaryOp::name:                                                                                       \
+        parallel_for(x.numel(),                                                                               \
+                     [=](int64_t i) { dp[i] = gp[i] * unary_derivative(UnaryOp::name, xp[i], yp[i], ta, tb); }); \
+        break;
+            LSG_UNARY_BACKWARD_CASE(neg) LSG_UNARY_BACKWARD_CASE(exp) LSG_UNARY_BACKWARD_CASE(log)
+            LSG_UNARY_BACKWARD_CASE(sqrt) LSG_UNARY_BACKWARD_CASE(relu) LSG_UNARY_BACKWARD_CASE(sigmoid)
+            LSG_UNARY_BACKWARD_CASE(tanh) LSG_UNARY_BACKWARD_CASE(abs) LSG_UNARY_BACKWARD_CASE(affine)
+            LSG_UNARY_BACKWARD_CASE(pow) LSG_UNARY_BACKWARD_CASE(clamp)
+#undef LSG_UNARY_BACKWARD_CASE
+        }
     });
 }
 
