@@ -201,8 +201,7 @@ void ce_rows_small_avx512(const CeCall<float>& c, const float* x, const int64_t*
         const __m512 e = exp16(_mm512_sub_ps(v, _mm512_set1_ps(M)));
         // A row of only −inf has S = 0 (lse = −inf), unless it holds a NaN, which the max may have
         // passed over: then S is NaN, as on the portable path.
-        const float S = empty ? _mm512_reduce_add_ps(_mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), v))
-                              : _mm512_reduce_add_ps(e);
+        const float S = empty ? (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) ? NAN : 0.0f) : _mm512_reduce_add_ps(e);
         const float log_s = logf(S);
         const float lse = M + log_s;
         if (lse_out) lse_out[i] = lse;
