@@ -1,6 +1,9 @@
 // Convolution and pooling: forward, backward and the OpenMP CPU kernels.
 #include "lsgrad/ops/conv.h"
 
+// GCC 12's AVX-512 intrinsics expand through _mm*_undefined_*(), which -Wmaybe-uninitialized
+// reports inside the compiler's own header (a known false positive); silence it for this file.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
 #include <algorithm>
