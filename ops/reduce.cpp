@@ -25,12 +25,30 @@ void CpuTensorKernels::reduce(ReduceOp op, const Tensor& x, int64_t outer, int64
         constexpr int64_t kBlock = 256;
         const int64_t blocks = (inner + kBlock - 1) / kBlock;
         const bool par = outer * n * inner >= kParallelGrain;
+        if (op == ReduceOp::sum && inner == 1) {
+            // Contiguous rows: eight interleaved double accumulators break the add-latency chain
+            // and vectorise; they are combined in a fixed order, so the bits do not depend on the
+            // thread count.
+            T* o_ = static_cast<T*>(out.raw_data());
+#pragma omp parallel for schedule(static) if (par)
+            for (int64_t o = 0; o < outer; ++o) {
+                const T* row = xp + o * n;
+                double acc[8] = {};
+                int64_t j = 0;
+                for (; j + 8 <= n; j += 8)
+                    for (int l = 0; l < 8; ++l) acc[l] += static_cast<double>(row[j + l]);
+                for (; j < n; ++j) acc[j % 8] += static_cast<double>(row[j]);
+                o_[o] = static_cast<T>(((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
+            }
+            return;
+        }
 #pragma omp parallel for schedule(static) if (par)
         for (int64_t task = 0; task < outer * blocks; ++task) {
             const int64_t o = task / blocks, i0 = (task % blocks) * kBlock, i1 = std::min(inner, i0 + kBlock);
             const T* base = xp + o * n * inner;
             if (op == ReduceOp::sum) {
-                double acc[kBlock] = {};
+                double acc[kBlock];
+                std::fill_n(acc, i1 - i0, 0.0);
                 for (int64_t j = 0; j < n; ++j)
                     for (int64_t i = i0; i < i1; ++i) acc[i - i0] += static_cast<double>(base[j * inner + i]);
                 T* o_ = static_cast<T*>(out.raw_data()) + o * inner;
