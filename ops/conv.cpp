@@ -70,13 +70,15 @@ void CpuTensorKernels::col2im(const Tensor& cols, const Window2d& g, Tensor& dx)
             for (int64_t u = 0; u < g.kernel_h; ++u)
                 for (int64_t v = 0; v < g.kernel_w; ++v) {
                     const T* src = cp + detail::col_offset(g, n, (c * g.kernel_h + u) * g.kernel_w + v);
+                    // Columns [j0, j1) land inside the image (see im2col); the rest were padding.
+                    const int64_t j0 = std::clamp<int64_t>((g.pad_w - v + g.stride_w - 1) / g.stride_w, 0, g.out_w);
+                    const int64_t j1 = std::clamp<int64_t>((g.width + g.pad_w - v + g.stride_w - 1) / g.stride_w, j0, g.out_w);
                     for (int64_t i = 0; i < g.out_h; ++i) {
                         const int64_t h = i * g.stride_h + u - g.pad_h;
                         if (h < 0 || h >= g.height) continue;
-                        for (int64_t j = 0; j < g.out_w; ++j) {
-                            const int64_t w = j * g.stride_w + v - g.pad_w;
-                            if (w >= 0 && w < g.width) img[h * g.width + w] += src[i * g.out_w + j];
-                        }
+                        T* dst = img + h * g.width + j0 * g.stride_w + v - g.pad_w;
+                        const T* from = src + i * g.out_w;
+                        for (int64_t j = j0; j < j1; ++j) dst[(j - j0) * g.stride_w] += from[j];
                     }
                 }
         }
