@@ -237,11 +237,11 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, std::ar
         Tensor g3 = grad.contiguous().view({g.batch, O, L});
         Tensor dx, dw;
         if (gw) {
-            // dW = Σ_n g[n] · cols[n]ᵀ, accumulated image by image in a fixed order.
-            dw = zeros({O, CKK}, gl);
-            for (int64_t n = 0; n < g.batch; ++n)
-                kk.gemm(false, true, O, CKK, L, 1.0, g3.select(0, n), 0, cols.select(0, n), 0, 1.0, dw, 0, 1);
-            dw = dw.view({O, g.channels, g.kernel_h, g.kernel_w});
+            // dW = Σ_n g[n] · cols[n]ᵀ: the per-image products as one batched GEMM (one image per
+            // thread), then a fixed-order sum over the batch.
+            Tensor per_image = empty({g.batch, O, CKK}, gl);
+            kk.gemm(false, true, O, CKK, L, 1.0, g3, O * L, cols, CKK * L, 0.0, per_image, O * CKK, g.batch);
+            dw = sum(per_image, {0}).view({O, g.channels, g.kernel_h, g.kernel_w});
         }
         if (gx) {
             // dcols[n] = Wᵀ · g[n], then folded back onto the input.

@@ -16,9 +16,9 @@ void CpuTensorKernels::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, in
                             const Tensor& a, int64_t stride_a, const Tensor& b, int64_t stride_b, double beta,
                             Tensor& c, int64_t stride_c, int64_t batch) {
     const int64_t lda = trans_a ? m : k, ldb = trans_b ? k : n;
-    // Many small products (a convolution's per-image GEMMs) run one per thread; a large product
-    // parallelises inside the GEMM instead. Either way each C[i] is computed by one fixed schedule.
-    const bool across = batch > 1 && m * n * k < (int64_t(1) << 21) && omp_get_max_threads() > 1;
+    // Many small products (a convolution's per-image GEMMs, below the size at which the GEMM
+    // parallelises itself) run one per thread; a large product parallelises inside the GEMM. Either way each C[i] is computed by one fixed schedule.
+    const bool across = batch > 1 && m * n * k < (int64_t(1) << 24) && omp_get_max_threads() > 1;
 #pragma omp parallel for schedule(static) if (across)
     for (int64_t i = 0; i < batch; ++i) {
         if (c.dtype() == DType::f64) {
