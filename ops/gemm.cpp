@@ -28,6 +28,8 @@
 
 #include <cstddef>
 #include <cstring>
+#include <atomic>
+#include <chrono>
 #include <exception>
 #include <new>
 
@@ -41,10 +43,12 @@
 namespace lsg::detail {
 namespace {
 
-// Products below this many FLOPs (2 m n k), about 18 us on one AVX-512 core, run on the calling
-// thread: waking a sleeping second thread costs several microseconds (far more when its core is
-// busy), which a smaller product cannot win back.
-constexpr double kParallelMinFlops = 4.0e6;
+// Products below this many FLOPs (2 m n k), about 125 us on one AVX-512 core, run on the calling
+// thread. With OMP_WAIT_POLICY=PASSIVE a sleeping worker on a 2-vCPU VM starts 20-40 us after it
+// is woken, and a typical two-thread call costs ~55 us more than half the one-thread time. Measured
+// medians, one thread vs two: 128x128x128 18 vs 40 us, 128x256x256 72 vs 73 us, 64x784x256
+// (25.7 MFLOP) 120 vs 123 us, 128x784x256 (51 MFLOP) 221 vs 166 us.
+constexpr double kParallelMinFlops = 3.0e7;
 
 // A per-thread, 64-byte aligned scratch buffer that only grows: packing reuses it on every call
 // instead of allocating (and page-faulting) per product.
@@ -577,13 +581,34 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, typename 
     }
     // Only allocation can throw in a chunk; an exception must not cross the parallel region.
     std::exception_ptr error;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(plan.threads)
-    for (int64_t ch = 0; ch < chunks; ++ch) {
-        try {
-            run_chunk(ch);
-        } catch (...) {
+    std::atomic<int> finished{0};
+#pragma omp parallel num_threads(plan.threads)
+    {
+        using clock = std::chrono::steady_clock;
+        clock::duration longest{0};
+#pragma omp for schedule(dynamic, 1) nowait
+        for (int64_t ch = 0; ch < chunks; ++ch) {
+            const auto start = clock::now();
+            try {
+                run_chunk(ch);
+            } catch (...) {
 #pragma omp critical(lsg_gemm_error)
-            error = std::current_exception();
+                error = std::current_exception();
+            }
+            const auto took = clock::now() - start;
+            if (took > longest) longest = took;
+        }
+        finished.fetch_add(1, std::memory_order_acq_rel);
+        // With OMP_WAIT_POLICY=PASSIVE a thread that reaches the closing barrier before the others
+        // sleeps, and waking it again costs ~30 us on this kind of VM: a sixth of a 256x784x256
+        // product on two cores. So the calling thread waits for the others' last chunks awake (at
+        // most as long as its own longest chunk, so a thread that never got a core is not waited
+        // for in a busy loop), and arrives last; the others sleep, and nobody needs them quickly.
+        if (omp_get_thread_num() == 0) {
+            const int team = omp_get_num_threads();
+            const auto until = clock::now() + longest;
+            while (finished.load(std::memory_order_acquire) < team && clock::now() < until) {
+            }
         }
     }
     if (error) std::rethrow_exception(error);

@@ -173,13 +173,13 @@ std::vector<Case> edge_cases() {
     return cases;
 }
 
-// The MLP's products, (M, K, N): forward 128x784x256 with W^T, the weight gradient and the input
-// gradient, in the transposes Linear uses; big enough to run on several threads.
-std::vector<Case> mlp_cases() {
-    return {{false, true, 128, 256, 784, 1.0, 0.0, 0},
-            {false, false, 256, 256, 784, 1.0, 0.0, 0},
-            {true, false, 784, 256, 128, 1.0, 1.0, 0},
-            {false, false, 128, 784, 256, 1.0, 0.0, 0}};
+// Products big enough to run on several threads: the MLP's, (M, K, N) forward 128x784x256 with W^T,
+// the weight gradient and the input gradient in the transposes Linear uses, then two narrow ones
+// (n below one register tile per thread) that split rows instead of columns.
+std::vector<Case> parallel_cases() {
+    return {{false, true, 128, 256, 784, 1.0, 0.0, 0},  {false, false, 256, 256, 784, 1.0, 0.0, 0},
+            {true, false, 784, 256, 128, 1.0, 1.0, 0},  {false, false, 128, 784, 256, 1.0, 0.0, 0},
+            {false, false, 2500, 10, 700, 1.0, 0.0, 0}, {true, true, 1500, 37, 300, -0.5, 2.0, 3}};
 }
 
 TEST(Gemm, EdgeShapesEveryKernelSet) {
@@ -195,41 +195,47 @@ TEST(Gemm, EdgeShapesEveryKernelSet) {
     }
 }
 
-TEST(Gemm, MlpShapesEveryKernelSet) {
+TEST(Gemm, ParallelShapesEveryKernelSet) {
     Restore restore;
+    omp_set_num_threads(3);  // several threads even on a one-core machine
     for (GemmIsa isa : supported_isas()) {
         SCOPED_TRACE(isa_name(isa));
         lsg::detail::set_gemm_isa(isa);
         uint32_t seed = 100;
-        for (const Case& cs : mlp_cases()) check_case<float>(cs, seed++);
-        check_case<double>(mlp_cases()[0], seed);
+        for (const Case& cs : parallel_cases()) check_case<float>(cs, seed++);
+        check_case<double>(parallel_cases()[0], seed++);
+        check_case<double>(parallel_cases()[5], seed);
     }
 }
 
 TEST(Gemm, OneThreadAndManyThreadsGiveTheSameBits) {
     Restore restore;
-    const int64_t m = 256, n = 784, k = 256;
-    std::mt19937 rng(7);
-    std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-    std::vector<float> a(size_t(m * k)), b(size_t(k * n));
-    for (float& x : a) x = dist(rng);
-    for (float& x : b) x = dist(rng);
-    for (GemmIsa isa : supported_isas()) {
-        SCOPED_TRACE(isa_name(isa));
-        lsg::detail::set_gemm_isa(isa);
-        std::vector<std::vector<float>> results;
-        for (int threads : {1, 2, 3}) {
-            omp_set_num_threads(threads);
-            for (int t = 0; t < 4; ++t) {
-                std::vector<float> c(size_t(m * n), 0.25f);
-                lsg::detail::gemm_f32(t & 1, t & 2, m, n, k, 1.0f, a.data(), (t & 1) ? m : k, b.data(),
-                                      (t & 2) ? k : n, 0.5f, c.data(), n);
-                results.push_back(std::move(c));
+    // (m, n, k): columns split among threads, then rows (n = 10 is narrower than a register tile).
+    const int64_t shapes[][3] = {{256, 784, 256}, {2500, 10, 700}};
+    for (const auto& shape : shapes) {
+        const int64_t m = shape[0], n = shape[1], k = shape[2];
+        std::mt19937 rng(7);
+        std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+        std::vector<float> a(size_t(m * k)), b(size_t(k * n));
+        for (float& x : a) x = dist(rng);
+        for (float& x : b) x = dist(rng);
+        for (GemmIsa isa : supported_isas()) {
+            SCOPED_TRACE(std::string(isa_name(isa)) + " m=" + std::to_string(m) + " n=" + std::to_string(n));
+            lsg::detail::set_gemm_isa(isa);
+            std::vector<std::vector<float>> results;
+            for (int threads : {1, 2, 3}) {
+                omp_set_num_threads(threads);
+                for (int t = 0; t < 4; ++t) {
+                    std::vector<float> c(size_t(m * n), 0.25f);
+                    lsg::detail::gemm_f32(t & 1, t & 2, m, n, k, 1.0f, a.data(), (t & 1) ? m : k, b.data(),
+                                          (t & 2) ? k : n, 0.5f, c.data(), n);
+                    results.push_back(std::move(c));
+                }
             }
+            for (size_t r = 4; r < results.size(); ++r)
+                EXPECT_EQ(std::memcmp(results[r].data(), results[r % 4].data(), results[r].size() * sizeof(float)), 0)
+                    << "threads run " << r / 4 << ", transposes " << r % 4;
         }
-        for (size_t r = 4; r < results.size(); ++r)
-            EXPECT_EQ(std::memcmp(results[r].data(), results[r % 4].data(), results[r].size() * sizeof(float)), 0)
-                << "threads run " << r / 4 << ", transposes " << r % 4;
     }
 }
 
