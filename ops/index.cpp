@@ -13,7 +13,7 @@ namespace lsg {
 namespace {
 
 // Index values are checked by the op before the kernel runs, so kernels index without checks.
-template <class T, class Fn>
+template <class Fn>
 void for_outer_inner(int64_t outer, int64_t m, int64_t inner, Fn&& fn) {
 #pragma omp parallel for schedule(static) if (outer * m * inner >= kParallelGrain)
     for (int64_t o = 0; o < outer; ++o)
@@ -29,7 +29,7 @@ void CpuTensorKernels::gather(const Tensor& x, const Tensor& index, int64_t oute
         const T* xp = static_cast<const T*>(x.raw_data());
         const int64_t* ip = index.data<int64_t>();
         T* op = static_cast<T*>(out.raw_data());
-        for_outer_inner<T>(outer, m, inner, [&](int64_t o, int64_t j, int64_t i) {
+        for_outer_inner(outer, m, inner, [&](int64_t o, int64_t j, int64_t i) {
             const int64_t k = (o * m + j) * inner + i;
             op[k] = xp[(o * n + ip[k]) * inner + i];
         });
@@ -42,14 +42,11 @@ void CpuTensorKernels::scatter_add(const Tensor& grad, const Tensor& index, int6
         const T* gp = static_cast<const T*>(grad.raw_data());
         const int64_t* ip = index.data<int64_t>();
         T* dp = static_cast<T*>(dx.raw_data());
-        // Serial over j within each (o, i) so repeated indices accumulate in a fixed order.
-#pragma omp parallel for schedule(static) if (outer * m * inner >= kParallelGrain)
-        for (int64_t o = 0; o < outer; ++o)
-            for (int64_t j = 0; j < m; ++j)
-                for (int64_t i = 0; i < inner; ++i) {
-                    const int64_t k = (o * m + j) * inner + i;
-                    dp[(o * n + ip[k]) * inner + i] += gp[k];
-                }
+        // One thread per o, serial over j: repeated indices accumulate in a fixed order.
+        for_outer_inner(outer, m, inner, [&](int64_t o, int64_t j, int64_t i) {
+            const int64_t k = (o * m + j) * inner + i;
+            dp[(o * n + ip[k]) * inner + i] += gp[k];
+        });
     });
 }
 
@@ -72,10 +69,9 @@ void CpuTensorKernels::index_add(const Tensor& grad, const Tensor& index, int64_
         const T* gp = static_cast<const T*>(grad.raw_data());
         const int64_t* ip = index.data<int64_t>();
         T* dp = static_cast<T*>(dx.raw_data());
-#pragma omp parallel for schedule(static) if (outer * m * inner >= kParallelGrain)
-        for (int64_t o = 0; o < outer; ++o)
-            for (int64_t j = 0; j < m; ++j)
-                for (int64_t i = 0; i < inner; ++i) dp[(o * n + ip[j]) * inner + i] += gp[(o * m + j) * inner + i];
+        for_outer_inner(outer, m, inner, [&](int64_t o, int64_t j, int64_t i) {
+            dp[(o * n + ip[j]) * inner + i] += gp[(o * m + j) * inner + i];
+        });
     });
 }
 

@@ -72,28 +72,30 @@ void check_operands(const char* op, const Tensor& a, const Tensor& b) {
 
 }  // namespace
 
+namespace {
+// a·b for checked 2-D or same-batch 3-D operands, with its backward: dA = g·Bᵀ, dB = Aᵀ·g.
+Tensor product_op(const char* name, const Tensor& a, const Tensor& b) {
+    Tensor out = product(a, false, b, false);
+    const bool ga = a.requires_grad(), gb = b.requires_grad();
+    autograd::record(name, out, {a, b}, [ad = a.detach(), bd = b.detach(), ga, gb](const Tensor& g) {
+        return std::vector<Tensor>{ga ? product(g, false, bd, true) : Tensor(), gb ? product(ad, true, g, false) : Tensor()};
+    });
+    return out;
+}
+}  // namespace
+
 Tensor mm(const Tensor& a, const Tensor& b) {
     check_operands("mm", a, b);
     LSG_CHECK(a.dim() == 2 && b.dim() == 2 && a.shape()[1] == b.shape()[0], "cannot multiply ", a.shape(), " by ",
               b.shape());
-    Tensor out = product(a, false, b, false);
-    const bool ga = a.requires_grad(), gb = b.requires_grad();
-    autograd::record("mm", out, {a, b}, [ad = a.detach(), bd = b.detach(), ga, gb](const Tensor& g) {
-        return std::vector<Tensor>{ga ? product(g, false, bd, true) : Tensor(), gb ? product(ad, true, g, false) : Tensor()};
-    });
-    return out;
+    return product_op("mm", a, b);
 }
 
 Tensor bmm(const Tensor& a, const Tensor& b) {
     check_operands("bmm", a, b);
     LSG_CHECK(a.dim() == 3 && b.dim() == 3 && a.shape()[0] == b.shape()[0] && a.shape()[2] == b.shape()[1],
               "cannot multiply ", a.shape(), " by ", b.shape(), " batch-wise");
-    Tensor out = product(a, false, b, false);
-    const bool ga = a.requires_grad(), gb = b.requires_grad();
-    autograd::record("bmm", out, {a, b}, [ad = a.detach(), bd = b.detach(), ga, gb](const Tensor& g) {
-        return std::vector<Tensor>{ga ? product(g, false, bd, true) : Tensor(), gb ? product(ad, true, g, false) : Tensor()};
-    });
-    return out;
+    return product_op("bmm", a, b);
 }
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
