@@ -14,9 +14,11 @@
 
 #include "lsgrad/core/tensor.h"
 #include "lsgrad/ops/calibration.h"
+#include "test_util.h"
 
 namespace {
 
+using lsg::testing::error_of;
 using json = nlohmann::json;
 using lsg::Tensor;
 
@@ -29,16 +31,6 @@ json fixture() {
 Tensor probs_tensor(const std::vector<float>& p, int64_t n, int64_t k) { return lsg::from_vector<float>(p, {n, k}); }
 Tensor labels_tensor(const std::vector<int64_t>& y) {
     return lsg::from_vector<int64_t>(y, {static_cast<int64_t>(y.size())});
-}
-
-template <class Fn>
-std::string error_of(Fn&& fn) {
-    try {
-        fn();
-    } catch (const lsg::Error& e) {
-        return e.what();
-    }
-    return "no lsg::Error";
 }
 
 // Five samples, five bins of width 0.2 (c is the max probability, "ok" whether its arg-max is the label):

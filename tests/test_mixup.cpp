@@ -14,9 +14,11 @@
 #include "lsgrad/core/tensor.h"
 #include "lsgrad/nn/mixup.h"
 #include "lsgrad/ops/mixup.h"
+#include "test_util.h"
 
 namespace {
 
+using lsg::testing::error_of;
 using json = nlohmann::json;
 using lsg::Tensor;
 using lsg::nn::Mixup;
@@ -24,16 +26,6 @@ using lsg::nn::MixupMode;
 using lsg::nn::MixupOptions;
 
 Tensor labels(const std::vector<int64_t>& y) { return lsg::from_vector<int64_t>(y, {static_cast<int64_t>(y.size())}); }
-
-template <class Fn>
-std::string error_of(Fn&& fn) {
-    try {
-        fn();
-    } catch (const lsg::Error& e) {
-        return e.what();
-    }
-    return "no lsg::Error";
-}
 
 // ---- mixup_targets ---------------------------------------------------------------------------
 

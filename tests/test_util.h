@@ -31,4 +31,15 @@ inline void expect_error(const std::function<void()>& fn, const std::vector<std:
     }
 }
 
+// The message of the lsg::Error fn throws, or "no lsg::Error".
+template <class Fn>
+std::string error_of(Fn&& fn) {
+    try {
+        fn();
+    } catch (const Error& e) {
+        return e.what();
+    }
+    return "no lsg::Error";
+}
+
 }  // namespace lsg::testing
