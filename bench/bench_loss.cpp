@@ -72,7 +72,7 @@ void run(benchmark::State& state, Kind kind, double eps, int64_t N, int64_t K, i
     a.reduced = total.raw_data();
     auto once = [&] {
         if (kind == Kind::Kernel) {
-            lsg::cpu_loss_kernels().cross_entropy_index(a);
+            lsg::cpu_loss_kernels().cross_entropy_index(lsg::kernel_context(lsg::Device::cpu()), a);
         } else {
             lsg::Tensor loss = lsg::cross_entropy(x, d.y, o);
             if (kind == Kind::FwdBwd) {

@@ -20,6 +20,12 @@ run(install ${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix})
 if(NOT EXISTS ${prefix}/include/lsgrad/lsgrad.h OR NOT EXISTS ${prefix}/include/lsgrad/core/tensor.h)
   message(FATAL_ERROR "headers were not installed under include/lsgrad/")
 endif()
+# Internal headers (kernel tables, shared device arithmetic) stay out of the installed API.
+foreach(internal core/backend.h core/block_cache.h ops/cpu_kernels.h ops/loss_kernels.h optim/optim_kernels.h)
+  if(EXISTS ${prefix}/include/lsgrad/${internal})
+    message(FATAL_ERROR "internal header ${internal} was installed")
+  endif()
+endforeach()
 run(configure ${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/downstream -B ${WORK_DIR}/build -G ${GENERATOR}
     -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_BUILD_TYPE=Release)
 run(build ${CMAKE_COMMAND} --build ${WORK_DIR}/build)

@@ -5,9 +5,10 @@ install(TARGETS lsgrad EXPORT lsgradTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
-foreach(dir IN LISTS LSGRAD_PUBLIC_DIRS)
-  install(DIRECTORY ${dir}/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/lsgrad/${dir}
-          FILES_MATCHING PATTERN "*.h")
+# The public headers only (see LSGRAD_INTERNAL_HEADERS in the top-level CMakeLists.txt).
+foreach(header IN LISTS LSGRAD_PUBLIC_HEADERS)
+  get_filename_component(dir ${header} DIRECTORY)
+  install(FILES ${header} DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/lsgrad/${dir})
 endforeach()
 install(FILES ${LSGRAD_GEN_INCLUDE}/lsgrad/lsgrad.h ${LSGRAD_GEN_INCLUDE}/lsgrad/config.h
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/lsgrad)

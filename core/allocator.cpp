@@ -50,9 +50,4 @@ Allocator& cpu_allocator() {
     return *instance;
 }
 
-Allocator& allocator(Device device) {
-    if (device.is_cpu()) return cpu_allocator();
-    return cuda_allocator(device.index);
-}
-
 }  // namespace lsg

@@ -29,10 +29,10 @@ public:
     virtual void copy_same(void* dst, const void* src, size_t nbytes) = 0;
 };
 
-// The allocator of `device`; the CUDA one throws "built without CUDA" in a CPU-only build.
+// The allocator of `device`, from its backend (core/backend.cpp); a device whose backend this build
+// lacks throws "built without CUDA".
 Allocator& allocator(Device device);
 Allocator& cpu_allocator();
-// Defined in cuda/ (or by the CPU-only stub, which throws).
 Allocator& cuda_allocator(int index);
 // Whether a CUDA device answers; false (never a throw) in a CPU-only build or without a GPU.
 bool cuda_is_available();

@@ -4,10 +4,24 @@
 #include <unordered_set>
 #include <utility>
 
-#include "lsgrad/ops/elementwise.h"
+#include "lsgrad/core/backend.h"
 
 namespace lsg::autograd {
 namespace {
+
+// a + b for gradient accumulation, through the device's add kernel (backward runs without grad
+// mode, so nothing is recorded). Both gradients have the shape of the tensor they belong to; the
+// sum takes the wider dtype.
+Tensor accumulate(const Tensor& a, const Tensor& b) {
+    LSG_CHECK(a.shape() == b.shape() && a.device() == b.device(), "gradients of one tensor disagree: ", a.shape(),
+              " on ", a.device(), " and ", b.shape(), " on ", b.device());
+    const DType dtype = a.dtype() == DType::f64 || b.dtype() == DType::f64 ? DType::f64 : a.dtype();
+    const Tensor x = a.dtype() == dtype ? a : a.to(dtype);
+    const Tensor y = b.dtype() == dtype ? b : b.to(dtype);
+    Tensor out = empty(a.shape(), {.dtype = dtype, .device = a.device()});
+    tensor_kernels(a.device()).binary(kernel_context(a.device()), BinaryOp::add, x, y, out);
+    return out;
+}
 
 thread_local bool grad_enabled = true;
 
@@ -51,7 +65,7 @@ public:
             leaf->grad = sole_owner ? g.impl_ptr() : g.contiguous().clone().impl_ptr();
         } else {
             Tensor acc(leaf->grad);
-            acc.copy_(add(acc, g));
+            acc.copy_(accumulate(acc, g));
         }
         return {};
     }
@@ -141,7 +155,7 @@ void run_backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
             Node* next = node->next[i].get();
             if (!next || !input_grads[i].defined()) continue;
             auto [slot, inserted] = pending.try_emplace(next, input_grads[i]);
-            if (!inserted) slot->second = add(slot->second, input_grads[i]);
+            if (!inserted) slot->second = accumulate(slot->second, input_grads[i]);
         }
         if (!retain_graph) node->release();
     }

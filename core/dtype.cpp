@@ -2,6 +2,8 @@
 
 #include <ostream>
 
+#include "lsgrad/core/error.h"
+
 namespace lsg {
 
 size_t dtype_size(DType dtype) {
@@ -27,6 +29,12 @@ std::ostream& operator<<(std::ostream& os, DType dtype) { return os << dtype_nam
 std::ostream& operator<<(std::ostream& os, Device device) {
     if (device.is_cpu()) return os << "cpu";
     return os << "cuda:" << device.index;
+}
+
+void detail::fail_dtype_not_among(DType dtype, std::initializer_list<DType> accepted) {
+    std::ostringstream names;
+    for (DType d : accepted) names << (names.tellp() > 0 ? ", " : "") << dtype_name(d);
+    fail("visit_dtype", "this kernel takes ", names.str(), ", got ", dtype_name(dtype));
 }
 
 }  // namespace lsg

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <iosfwd>
 
 namespace lsg {
@@ -28,16 +29,34 @@ constexpr DType dtype_of<double>() { return DType::f64; }
 template <>
 constexpr DType dtype_of<int64_t>() { return DType::i64; }
 
-// Calls fn.template operator()<T>() with T the C++ type of `dtype`; the one place that turns the
-// runtime tag into a compile-time type for the kernels.
-template <class Fn>
-decltype(auto) visit_dtype(DType dtype, Fn&& fn) {
-    switch (dtype) {
-        case DType::f64: return fn.template operator()<double>();
-        case DType::i64: return fn.template operator()<int64_t>();
-        case DType::f32: break;
+namespace detail {
+[[noreturn]] void fail_dtype_not_among(DType dtype, std::initializer_list<DType> accepted);
+
+// The last candidate is taken without a test: visit_dtype has checked that one of them matches.
+template <class First, class... Rest, class Fn>
+decltype(auto) visit_among(DType dtype, Fn&& fn) {
+    if constexpr (sizeof...(Rest) == 0) {
+        return fn.template operator()<First>();
+    } else {
+        if (dtype == dtype_of<First>()) return fn.template operator()<First>();
+        return visit_among<Rest...>(dtype, fn);
     }
-    return fn.template operator()<float>();
+}
+}  // namespace detail
+
+// Calls fn.template operator()<T>() with T the C++ type of `dtype`: the one place that turns the
+// runtime tag into a compile-time type for every kernel (CPU and CUDA). Ts lists the types the
+// kernel is instantiated for, all three by default; a floating-only kernel says
+// visit_dtype<float, double>(dtype, fn), and a dtype outside the list throws naming it (ops check
+// dtypes first, so that is a library bug, never silently the wrong type).
+template <class... Ts, class Fn>
+decltype(auto) visit_dtype(DType dtype, Fn&& fn) {
+    if constexpr (sizeof...(Ts) == 0) {
+        return visit_dtype<float, double, int64_t>(dtype, fn);
+    } else {
+        if (((dtype != dtype_of<Ts>()) && ...)) detail::fail_dtype_not_among(dtype, {dtype_of<Ts>()...});
+        return detail::visit_among<Ts...>(dtype, fn);
+    }
 }
 
 enum class DeviceType : uint8_t { cpu, cuda };

@@ -9,7 +9,6 @@
 
 #include "lsgrad/core/autograd.h"
 #include "lsgrad/core/backend.h"
-#include "lsgrad/ops/reduce.h"
 
 namespace lsg {
 
@@ -172,7 +171,7 @@ Tensor Tensor::to(Device target) const {
 Tensor Tensor::to(DType target) const {
     if (target == dtype()) return *this;
     Tensor out = empty(shape(), {.dtype = target, .device = device()});
-    tensor_kernels(device()).copy(*this, out);
+    tensor_kernels(device()).copy(kernel_context(device()), *this, out);
     if (is_floating(target) && is_floating(dtype())) {
         const DType from = dtype();
         autograd::record("to", out, {*this}, [from](const Tensor& g) { return std::vector<Tensor>{g.to(from)}; });
@@ -187,7 +186,7 @@ Tensor Tensor::contiguous() const {
 
 Tensor Tensor::clone() const {
     Tensor out = empty(shape(), {.dtype = dtype(), .device = device()});
-    tensor_kernels(device()).copy(*this, out);
+    tensor_kernels(device()).copy(kernel_context(device()), *this, out);
     autograd::record("clone", out, {*this}, [](const Tensor& g) { return std::vector<Tensor>{g}; });
     return out;
 }
@@ -412,6 +411,55 @@ Tensor Tensor::expand(Shape target) const {
                      [old_shape](const Tensor& g) { return std::vector<Tensor>{sum_to(g, old_shape)}; });
 }
 
+// ---- whole-tensor reductions ----------------------------------------------------------------------
+// Core's own reductions, through the device's reduce kernel: the backward of broadcasting needs
+// sum_to, and x.sum() / x.mean() are members. ops/reduce.cpp's sum(x) and mean(x) call these.
+
+Tensor Tensor::sum() const {
+    if (dim() == 0) return clone();
+    Tensor out = empty({}, {.dtype = dtype(), .device = device()});
+    tensor_kernels(device()).reduce(kernel_context(device()), ReduceOp::sum, detach().contiguous(), 1, numel(), 1, out);
+    autograd::record("sum", out, {*this},
+                     [shape = shape()](const Tensor& g) { return std::vector<Tensor>{g.expand(shape).contiguous()}; });
+    return out;
+}
+
+Tensor Tensor::mean() const {
+    LSG_CHECK(is_floating(dtype()), "needs a floating tensor, got ", dtype());
+    // Σ·(1/n): an empty tensor gives 0·inf = NaN, as in PyTorch.
+    const double inv = 1.0 / static_cast<double>(numel());
+    const Tensor s = detach().sum();
+    Tensor out = empty({}, {.dtype = dtype(), .device = device()});
+    tensor_kernels(device()).unary(kernel_context(device()), UnaryOp::affine, s, out, inv, 0.0);
+    autograd::record("mean", out, {*this}, [shape = shape(), inv](const Tensor& g) {
+        Tensor gs = empty(g.shape(), {.dtype = g.dtype(), .device = g.device()});
+        tensor_kernels(g.device()).unary(kernel_context(g.device()), UnaryOp::affine, g.contiguous(), gs, inv, 0.0);
+        return std::vector<Tensor>{gs.expand(shape).contiguous()};
+    });
+    return out;
+}
+
+Tensor sum_to(const Tensor& g, const Shape& shape) {
+    if (g.shape() == shape) return g;
+    LSG_CHECK(g.dim() >= static_cast<int64_t>(shape.size()), "cannot sum shape ", g.shape(), " to ", shape);
+    const int64_t lead = g.dim() - static_cast<int64_t>(shape.size());
+    Tensor out = g.detach();
+    // One dim at a time from the last, each viewed as the middle of [outer, n, inner].
+    for (int64_t d = g.dim() - 1; d >= 0; --d) {
+        if (d >= lead && !(shape[d - lead] == 1 && g.shape()[d] != 1)) continue;
+        Shape kept = out.shape();
+        int64_t outer = 1, inner = 1;
+        for (int64_t i = 0; i < d; ++i) outer *= kept[i];
+        for (size_t i = d + 1; i < kept.size(); ++i) inner *= kept[i];
+        const int64_t n = kept[d];
+        kept[d] = 1;
+        Tensor r = empty(kept, {.dtype = g.dtype(), .device = g.device()});
+        tensor_kernels(g.device()).reduce(kernel_context(g.device()), ReduceOp::sum, out.contiguous(), outer, n, inner, r);
+        out = r;
+    }
+    return out.reshape(shape);
+}
+
 // ---- autograd -----------------------------------------------------------------------------------
 
 Tensor& Tensor::requires_grad_(bool requires_grad) {
@@ -457,7 +505,7 @@ void Tensor::backward(const Tensor& grad, bool retain_graph) const {
 
 Tensor& Tensor::fill_(double value) {
     if (is_contiguous()) {
-        tensor_kernels(device()).fill(*this, value);
+        tensor_kernels(device()).fill(kernel_context(device()), *this, value);
     } else {
         Tensor src = full({}, value, {.dtype = dtype(), .device = device()});
         copy_(src);
@@ -469,7 +517,7 @@ Tensor& Tensor::copy_(const Tensor& src) {
     Tensor s = src.detach();
     if (s.device() != device()) s = s.to(device());
     s = s.expand(shape());
-    tensor_kernels(device()).copy(s, *this);
+    tensor_kernels(device()).copy(kernel_context(device()), s, *this);
     return *this;
 }
 
@@ -481,7 +529,7 @@ Tensor full(const Shape& shape, double value, TensorOptions options) {
     const bool rg = options.requires_grad;
     options.requires_grad = false;
     Tensor t = empty(shape, options);
-    tensor_kernels(options.device).fill(t, value);
+    tensor_kernels(options.device).fill(kernel_context(options.device), t, value);
     if (rg) t.requires_grad_();
     return t;
 }

@@ -112,7 +112,8 @@ public:
     // "tensor([[1.0000, 2.0000], ...], dtype=float32)": values, shape summary for large tensors.
     std::string str() const;
 
-    // Σ and mean of all elements, as lsg::sum(*this) and lsg::mean(*this) (ops/reduce.h).
+    // Σ of all elements (0-d), accumulated in double in index order; mean = Σ/numel (NaN when
+    // empty, as in PyTorch). Differentiable; lsg::sum(x) and lsg::mean(x) of ops/reduce.h are these.
     Tensor sum() const;
     Tensor mean() const;
 
@@ -187,6 +188,10 @@ Tensor arange(double start, double end, double step, TensorOptions options = {})
 Tensor zeros_like(const Tensor& t);
 Tensor ones_like(const Tensor& t);
 Tensor empty_like(const Tensor& t);
+
+// g [.., shape] summed over the dims that broadcasting added or expanded so that it has `shape`:
+// the backward of expand() and of broadcasting ops. For backward functions (not differentiable).
+Tensor sum_to(const Tensor& g, const Shape& shape);
 // A tensor holding `values` (row-major) in `shape` (Shape{} makes a 0-d tensor of one value).
 // dtype from T unless options say otherwise.
 template <class T>

@@ -94,44 +94,44 @@ __global__ void max_pool2d_backward_kernel(const T* grad, const int64_t* argmax,
 using cuda::blocks_for;
 using cuda::kBlock;
 
-void CudaTensorKernels::im2col(const Tensor& x, const Window2d& g, Tensor& cols) {
+void CudaTensorKernels::im2col(const KernelContext& ctx, const Tensor& x, const Window2d& g, Tensor& cols) {
     const int64_t total = cols.numel();
     if (total == 0) return;
-    cudaStream_t s = cuda::stream(cols.device());
-    cuda::visit_floating(x.dtype(), [&]<class T>() {
+    cudaStream_t s = cuda::stream(ctx);
+    visit_dtype<float, double>(x.dtype(), [&]<class T>() {
         cuda::im2col_kernel<<<blocks_for(total), kBlock, 0, s>>>(static_cast<const T*>(x.raw_data()), g,
                                                                  static_cast<T*>(cols.raw_data()));
     });
     LSG_CUDA_CHECK_LAUNCH();
 }
 
-void CudaTensorKernels::col2im(const Tensor& cols, const Window2d& g, Tensor& dx) {
+void CudaTensorKernels::col2im(const KernelContext& ctx, const Tensor& cols, const Window2d& g, Tensor& dx) {
     const int64_t total = dx.numel();
     if (total == 0) return;
-    cudaStream_t s = cuda::stream(dx.device());
-    cuda::visit_floating(dx.dtype(), [&]<class T>() {
+    cudaStream_t s = cuda::stream(ctx);
+    visit_dtype<float, double>(dx.dtype(), [&]<class T>() {
         cuda::col2im_kernel<<<blocks_for(total), kBlock, 0, s>>>(static_cast<const T*>(cols.raw_data()), g,
                                                                  static_cast<T*>(dx.raw_data()));
     });
     LSG_CUDA_CHECK_LAUNCH();
 }
 
-void CudaTensorKernels::max_pool2d(const Tensor& x, const Window2d& g, Tensor& out, Tensor& argmax) {
+void CudaTensorKernels::max_pool2d(const KernelContext& ctx, const Tensor& x, const Window2d& g, Tensor& out, Tensor& argmax) {
     const int64_t total = out.numel();
     if (total == 0) return;
-    cudaStream_t s = cuda::stream(out.device());
-    cuda::visit_floating(x.dtype(), [&]<class T>() {
+    cudaStream_t s = cuda::stream(ctx);
+    visit_dtype<float, double>(x.dtype(), [&]<class T>() {
         cuda::max_pool2d_kernel<<<blocks_for(total), kBlock, 0, s>>>(
             static_cast<const T*>(x.raw_data()), g, static_cast<T*>(out.raw_data()), argmax.data<int64_t>());
     });
     LSG_CUDA_CHECK_LAUNCH();
 }
 
-void CudaTensorKernels::max_pool2d_backward(const Tensor& grad, const Tensor& argmax, const Window2d& g, Tensor& dx) {
+void CudaTensorKernels::max_pool2d_backward(const KernelContext& ctx, const Tensor& grad, const Tensor& argmax, const Window2d& g, Tensor& dx) {
     const int64_t total = dx.numel();
     if (total == 0) return;
-    cudaStream_t s = cuda::stream(dx.device());
-    cuda::visit_floating(grad.dtype(), [&]<class T>() {
+    cudaStream_t s = cuda::stream(ctx);
+    visit_dtype<float, double>(grad.dtype(), [&]<class T>() {
         cuda::max_pool2d_backward_kernel<<<blocks_for(total), kBlock, 0, s>>>(
             static_cast<const T*>(grad.raw_data()), argmax.data<int64_t>(), g, static_cast<T*>(dx.raw_data()));
     });

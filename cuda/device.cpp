@@ -1,5 +1,6 @@
-// The CUDA runtime side of the backend: whether a device answers, each device's stream, cuBLAS
-// handle and caching allocator, and the error reports of failed calls.
+// The CUDA backend: its runtime (whether a device answers, each device's stream, cuBLAS handle,
+// caching allocator and deferred error record), the error reports of failed calls, and its
+// registration in the backend registry (core/backend.h).
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -14,6 +15,8 @@
 #include "lsgrad/core/allocator.h"
 #include "lsgrad/core/block_cache.h"
 #include "lsgrad/core/error.h"
+#include "lsgrad/ops/loss_kernels.h"
+#include "lsgrad/optim/optim_kernels.h"
 
 namespace lsg {
 namespace cuda {
@@ -84,7 +87,7 @@ public:
     explicit CudaCachingAllocator(int device) : device_(device) {}
 
     void* allocate(size_t nbytes) override {
-        stream(Device::cuda(device_));  // makes the device current for cudaMalloc and later kernels
+        stream(ctx());  // makes the device current for cudaMalloc and later kernels
         size_t released = 0;
         void* p = cache_.allocate(nbytes, &released);
         if (p == nullptr)
@@ -99,21 +102,25 @@ public:
     void empty_cache() override { cache_.empty_cache(); }
     size_t cached_bytes() const override { return cache_.cached_bytes(); }
 
-    // Through the device's stream, then synchronised, so the copy sees every kernel issued before it
-    // and the host sees the copy. cudaMemcpyDefault also serves a peer device's pointer.
+    // Through the thread's current stream of the device, then synchronised, so the copy sees every
+    // kernel issued before it and the host sees the copy; a synchronising call, so it raises what
+    // those kernels recorded. cudaMemcpyDefault also serves a peer device's pointer.
     void copy_host(void* dst, const void* src, size_t nbytes, bool) override {
         if (nbytes == 0) return;
-        cudaStream_t s = stream(Device::cuda(device_));
+        cudaStream_t s = stream(ctx());
         LSG_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDefault, s));
         LSG_CUDA_CHECK(cudaStreamSynchronize(s));
+        raise_recorded_error(device_);
     }
 
     void copy_same(void* dst, const void* src, size_t nbytes) override {
         if (nbytes == 0) return;
-        LSG_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice, stream(Device::cuda(device_))));
+        LSG_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice, stream(ctx())));
     }
 
 private:
+    KernelContext ctx() const { return kernel_context(Device::cuda(device_)); }
+
     int device_;
     detail::BlockCache cache_{kCudaClasses, cuda_malloc_or_null, cuda_free};
 };
@@ -126,6 +133,8 @@ struct DeviceState {
     cublasHandle_t cublas = nullptr;
     std::once_flag cublas_once;
     std::unique_ptr<CudaCachingAllocator> allocator;
+    TargetError* error_host = nullptr;    // the deferred error record, mapped host memory
+    TargetError* error_device = nullptr;  // the same record as the device addresses it
 };
 
 // Never destroyed: tensors with static storage duration may give memory back at exit, after the
@@ -136,7 +145,7 @@ DeviceState& state(int device) {
         for (int i = 0; i < availability().count; ++i) v->push_back(std::make_unique<DeviceState>());
         return v;
     }();
-    LSG_CHECK_OP("cuda", cuda_is_available(), "cannot use cuda:", device, ": ", cuda_unavailable_reason());
+    LSG_CHECK_OP("cuda", availability().count > 0, "cannot use cuda:", device, ": ", availability().reason);
     LSG_CHECK_OP("cuda", device >= 0 && device < static_cast<int>(states->size()), "cuda:", device,
                  " does not exist (", states->size(), " CUDA device(s) answer)");
     DeviceState& s = *(*states)[static_cast<size_t>(device)];
@@ -146,61 +155,93 @@ DeviceState& state(int device) {
         // events) is ordered with lsgrad's, as if lsgrad used the default stream itself.
         LSG_CUDA_CHECK(cudaStreamCreate(&s.stream));
         s.allocator = std::make_unique<CudaCachingAllocator>(device);
+        void* rec = nullptr;
+        LSG_CUDA_CHECK(cudaHostAlloc(&rec, sizeof(TargetError), cudaHostAllocMapped));
+        s.error_host = static_cast<TargetError*>(rec);
+        *s.error_host = TargetError{};
+        LSG_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&s.error_device), rec, 0));
     });
     return s;
 }
 
 }  // namespace
 
-cudaStream_t stream(Device device) {
-    DeviceState& s = state(device.index);
+cudaStream_t stream(const KernelContext& ctx) {
+    DeviceState& s = state(ctx.device.index);
     int current = -1;
     LSG_CUDA_CHECK(cudaGetDevice(&current));
-    if (current != device.index) LSG_CUDA_CHECK(cudaSetDevice(device.index));
-    return s.stream;
+    if (current != ctx.device.index) LSG_CUDA_CHECK(cudaSetDevice(ctx.device.index));
+    return ctx.stream ? static_cast<cudaStream_t>(ctx.stream) : s.stream;
 }
 
-cudaStream_t current_stream() {
-    int current = 0;
-    LSG_CUDA_CHECK(cudaGetDevice(&current));
-    return stream(Device::cuda(current));
-}
-
-cublasHandle_t cublas(Device device) {
-    cudaStream_t st = stream(device);
-    DeviceState& s = state(device.index);
+cublasHandle_t cublas(const KernelContext& ctx) {
+    cudaStream_t st = stream(ctx);
+    DeviceState& s = state(ctx.device.index);
     std::call_once(s.cublas_once, [&] {
         LSG_CUBLAS_CHECK(cublasCreate(&s.cublas));
-        LSG_CUBLAS_CHECK(cublasSetStream(s.cublas, st));
         // Plain fp32/fp64 arithmetic (no TF32), so results match the CPU within float rounding.
         LSG_CUBLAS_CHECK(cublasSetMathMode(s.cublas, CUBLAS_DEFAULT_MATH));
     });
+    // Rebound on every call: the context's stream may differ from the last caller's.
+    LSG_CUBLAS_CHECK(cublasSetStream(s.cublas, st));
     return s.cublas;
 }
 
-Scratch::Scratch(size_t nbytes) : nbytes_(nbytes) {
-    LSG_CUDA_CHECK(cudaGetDevice(&device_));
-    ptr_ = cuda_allocator(device_).allocate(nbytes);
+TargetError* target_error_record(const KernelContext& ctx) { return state(ctx.device.index).error_device; }
+
+void raise_recorded_error(int index) {
+    volatile TargetError* rec = state(index).error_host;
+    if (rec->flag == 0) return;
+    const TargetError e{1, rec->op, rec->row, rec->value, rec->classes, rec->ignore_index};
+    rec->flag = 0;
+    fail_target_out_of_range(e.op, e.row, e.value, e.classes, e.ignore_index);
 }
 
-Scratch::~Scratch() { cuda_allocator(device_).deallocate(ptr_, nbytes_); }
+Scratch::Scratch(const KernelContext& ctx, size_t nbytes) : nbytes_(nbytes), device_(ctx.device.index) {
+    ptr_ = allocator(ctx.device).allocate(nbytes);
+}
+
+Scratch::~Scratch() { allocator(Device::cuda(device_)).deallocate(ptr_, nbytes_); }
+
+namespace {
+
+// The CUDA runtime of the registry: devices answer when the driver finds them.
+class CudaRuntime final : public DeviceRuntime {
+public:
+    int device_count() override { return availability().count; }
+    const char* unavailable_reason() override {
+        const auto& a = availability();
+        return a.count > 0 ? "" : a.reason.c_str();
+    }
+    Allocator& allocator(int index) override { return *state(index).allocator; }
+    // A blocking stream, as the default one: ordered with the legacy default stream.
+    void* create_stream(int index) override {
+        stream(KernelContext{Device::cuda(index), nullptr});  // makes the device current
+        cudaStream_t s = nullptr;
+        LSG_CUDA_CHECK(cudaStreamCreate(&s));
+        return s;
+    }
+    void synchronize(const KernelContext& ctx) override {
+        LSG_CUDA_CHECK(cudaStreamSynchronize(stream(ctx)));
+        raise_recorded_error(ctx.device.index);
+    }
+};
+
+}  // namespace
 
 }  // namespace cuda
 
-bool cuda_is_available() { return cuda::availability().count > 0; }
-
-int cuda_device_count() { return cuda::availability().count; }
-
-const char* cuda_unavailable_reason() {
-    const auto& a = cuda::availability();
-    return a.count > 0 ? "" : a.reason.c_str();
+namespace detail {
+// Called from the generated lsgrad/backends.cpp: the whole CUDA backend, runtime and tables.
+void register_cuda_backend() {
+    static cuda::CudaRuntime runtime;
+    static CudaTensorKernels tensor;
+    Backend& b = backend_slot(DeviceType::cuda);
+    b.runtime = &runtime;
+    b.tensor = &tensor;
+    b.loss = &cuda::loss_table();
+    b.optimizer = &cuda::optimizer_table();
 }
-
-Allocator& cuda_allocator(int index) { return *cuda::state(index).allocator; }
-
-TensorKernels& cuda_tensor_kernels() {
-    static CudaTensorKernels kernels;
-    return kernels;
-}
+}  // namespace detail
 
 }  // namespace lsg

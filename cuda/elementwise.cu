@@ -123,10 +123,10 @@ __global__ void dropout_kernel(int64_t n, const T* x, T* out, T* mask, float kee
 using cuda::blocks_for;
 using cuda::kBlock;
 
-void CudaTensorKernels::copy(const Tensor& src, Tensor& dst) {
+void CudaTensorKernels::copy(const KernelContext& ctx, const Tensor& src, Tensor& dst) {
     const int64_t n = dst.numel();
     if (n == 0) return;
-    cudaStream_t s = cuda::stream(dst.device());
+    cudaStream_t s = cuda::stream(ctx);
     const auto ix = cuda::make_indexer<2>(dst.shape(), {dst.strides(), src.strides()});
     visit_dtype(dst.dtype(), [&]<class D>() {
         visit_dtype(src.dtype(), [&]<class S>() {
@@ -137,21 +137,21 @@ void CudaTensorKernels::copy(const Tensor& src, Tensor& dst) {
     LSG_CUDA_CHECK_LAUNCH();
 }
 
-void CudaTensorKernels::fill(Tensor& dst, double value) {
+void CudaTensorKernels::fill(const KernelContext& ctx, Tensor& dst, double value) {
     const int64_t n = dst.numel();
     if (n == 0) return;
-    cudaStream_t s = cuda::stream(dst.device());
+    cudaStream_t s = cuda::stream(ctx);
     visit_dtype(dst.dtype(), [&]<class T>() {
         cuda::fill_kernel<<<blocks_for(n), kBlock, 0, s>>>(n, static_cast<T*>(dst.raw_data()), static_cast<T>(value));
     });
     LSG_CUDA_CHECK_LAUNCH();
 }
 
-void CudaTensorKernels::unary(UnaryOp op, const Tensor& x, Tensor& out, double a, double b) {
+void CudaTensorKernels::unary(const KernelContext& ctx, UnaryOp op, const Tensor& x, Tensor& out, double a, double b) {
     const int64_t n = x.numel();
     if (n == 0) return;
-    cudaStream_t s = cuda::stream(out.device());
-    cuda::visit_floating(x.dtype(), [&]<class T>() {
+    cudaStream_t s = cuda::stream(ctx);
+    visit_dtype<float, double>(x.dtype(), [&]<class T>() {
         cuda::unary_kernel<<<blocks_for(n), kBlock, 0, s>>>(op, n, static_cast<const T*>(x.raw_data()),
                                                             static_cast<T*>(out.raw_data()), static_cast<T>(a),
                                                             static_cast<T>(b));
@@ -159,12 +159,12 @@ void CudaTensorKernels::unary(UnaryOp op, const Tensor& x, Tensor& out, double a
     LSG_CUDA_CHECK_LAUNCH();
 }
 
-void CudaTensorKernels::unary_backward(UnaryOp op, const Tensor& grad, const Tensor& x, const Tensor& y, Tensor& dx,
+void CudaTensorKernels::unary_backward(const KernelContext& ctx, UnaryOp op, const Tensor& grad, const Tensor& x, const Tensor& y, Tensor& dx,
                                        double a, double b) {
     const int64_t n = x.numel();
     if (n == 0) return;
-    cudaStream_t s = cuda::stream(dx.device());
-    cuda::visit_floating(x.dtype(), [&]<class T>() {
+    cudaStream_t s = cuda::stream(ctx);
+    visit_dtype<float, double>(x.dtype(), [&]<class T>() {
         cuda::unary_backward_kernel<<<blocks_for(n), kBlock, 0, s>>>(
             op, n, static_cast<const T*>(grad.raw_data()), static_cast<const T*>(x.raw_data()),
             static_cast<const T*>(y.raw_data()), static_cast<T*>(dx.raw_data()), static_cast<T>(a), static_cast<T>(b));
@@ -172,10 +172,10 @@ void CudaTensorKernels::unary_backward(UnaryOp op, const Tensor& grad, const Ten
     LSG_CUDA_CHECK_LAUNCH();
 }
 
-void CudaTensorKernels::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
+void CudaTensorKernels::binary(const KernelContext& ctx, BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
     const int64_t n = out.numel();
     if (n == 0) return;
-    cudaStream_t s = cuda::stream(out.device());
+    cudaStream_t s = cuda::stream(ctx);
     const auto ix = cuda::make_indexer<3>(out.shape(), {out.strides(), a.strides(), b.strides()});
     visit_dtype(out.dtype(), [&]<class T>() {
         cuda::binary_kernel<<<blocks_for(n), kBlock, 0, s>>>(op, n, ix, static_cast<T*>(out.raw_data()),
@@ -185,10 +185,10 @@ void CudaTensorKernels::binary(BinaryOp op, const Tensor& a, const Tensor& b, Te
     LSG_CUDA_CHECK_LAUNCH();
 }
 
-void CudaTensorKernels::where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) {
+void CudaTensorKernels::where(const KernelContext& ctx, const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) {
     const int64_t n = out.numel();
     if (n == 0) return;
-    cudaStream_t s = cuda::stream(out.device());
+    cudaStream_t s = cuda::stream(ctx);
     const auto ix = cuda::make_indexer<4>(out.shape(), {out.strides(), cond.strides(), a.strides(), b.strides()});
     visit_dtype(out.dtype(), [&]<class T>() {
         visit_dtype(cond.dtype(), [&]<class C>() {
@@ -200,21 +200,21 @@ void CudaTensorKernels::where(const Tensor& cond, const Tensor& a, const Tensor&
     LSG_CUDA_CHECK_LAUNCH();
 }
 
-void CudaTensorKernels::random(Tensor& out, bool normal, uint64_t seed, uint64_t offset) {
+void CudaTensorKernels::random(const KernelContext& ctx, Tensor& out, bool normal, uint64_t seed, uint64_t offset) {
     const int64_t n = out.numel();
     if (n == 0) return;
-    cudaStream_t s = cuda::stream(out.device());
+    cudaStream_t s = cuda::stream(ctx);
     visit_dtype(out.dtype(), [&]<class T>() {
         cuda::random_kernel<<<blocks_for(n), kBlock, 0, s>>>(n, static_cast<T*>(out.raw_data()), normal, seed, offset);
     });
     LSG_CUDA_CHECK_LAUNCH();
 }
 
-void CudaTensorKernels::dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset, Tensor& out, Tensor& mask) {
+void CudaTensorKernels::dropout(const KernelContext& ctx, const Tensor& x, double p, uint64_t seed, uint64_t offset, Tensor& out, Tensor& mask) {
     const int64_t n = x.numel();
     if (n == 0) return;
-    cudaStream_t s = cuda::stream(out.device());
-    cuda::visit_floating(x.dtype(), [&]<class T>() {
+    cudaStream_t s = cuda::stream(ctx);
+    visit_dtype<float, double>(x.dtype(), [&]<class T>() {
         cuda::dropout_kernel<<<blocks_for(n), kBlock, 0, s>>>(
             n, static_cast<const T*>(x.raw_data()), static_cast<T*>(out.raw_data()), static_cast<T*>(mask.raw_data()),
             static_cast<float>(1.0 - p), static_cast<T>(1.0 / (1.0 - p)), seed, offset);

@@ -60,10 +60,10 @@ __global__ void index_add_kernel(const T* grad, const int64_t* index, int64_t ou
 using cuda::blocks_for;
 using cuda::kBlock;
 
-void CudaTensorKernels::gather(const Tensor& x, const Tensor& index, int64_t outer, int64_t n, int64_t m, int64_t inner,
+void CudaTensorKernels::gather(const KernelContext& ctx, const Tensor& x, const Tensor& index, int64_t outer, int64_t n, int64_t m, int64_t inner,
                                Tensor& out) {
     if (outer * m * inner == 0) return;
-    cudaStream_t s = cuda::stream(out.device());
+    cudaStream_t s = cuda::stream(ctx);
     visit_dtype(x.dtype(), [&]<class T>() {
         cuda::gather_kernel<<<blocks_for(outer * m * inner), kBlock, 0, s>>>(
             static_cast<const T*>(x.raw_data()), index.data<int64_t>(), outer, n, m, inner, static_cast<T*>(out.raw_data()));
@@ -71,10 +71,10 @@ void CudaTensorKernels::gather(const Tensor& x, const Tensor& index, int64_t out
     LSG_CUDA_CHECK_LAUNCH();
 }
 
-void CudaTensorKernels::scatter_add(const Tensor& grad, const Tensor& index, int64_t outer, int64_t n, int64_t m,
+void CudaTensorKernels::scatter_add(const KernelContext& ctx, const Tensor& grad, const Tensor& index, int64_t outer, int64_t n, int64_t m,
                                     int64_t inner, Tensor& dx) {
     if (outer * m * inner == 0) return;
-    cudaStream_t s = cuda::stream(dx.device());
+    cudaStream_t s = cuda::stream(ctx);
     visit_dtype(grad.dtype(), [&]<class T>() {
         cuda::scatter_add_kernel<<<blocks_for(outer * inner), kBlock, 0, s>>>(
             static_cast<const T*>(grad.raw_data()), index.data<int64_t>(), outer, n, m, inner,
@@ -83,10 +83,10 @@ void CudaTensorKernels::scatter_add(const Tensor& grad, const Tensor& index, int
     LSG_CUDA_CHECK_LAUNCH();
 }
 
-void CudaTensorKernels::index_select(const Tensor& x, const Tensor& index, int64_t outer, int64_t n, int64_t m,
+void CudaTensorKernels::index_select(const KernelContext& ctx, const Tensor& x, const Tensor& index, int64_t outer, int64_t n, int64_t m,
                                      int64_t inner, Tensor& out) {
     if (outer * m * inner == 0) return;
-    cudaStream_t s = cuda::stream(out.device());
+    cudaStream_t s = cuda::stream(ctx);
     visit_dtype(x.dtype(), [&]<class T>() {
         cuda::index_select_kernel<<<blocks_for(outer * m * inner), kBlock, 0, s>>>(
             static_cast<const T*>(x.raw_data()), index.data<int64_t>(), outer, n, m, inner, static_cast<T*>(out.raw_data()));
@@ -94,10 +94,10 @@ void CudaTensorKernels::index_select(const Tensor& x, const Tensor& index, int64
     LSG_CUDA_CHECK_LAUNCH();
 }
 
-void CudaTensorKernels::index_add(const Tensor& grad, const Tensor& index, int64_t outer, int64_t n, int64_t m,
+void CudaTensorKernels::index_add(const KernelContext& ctx, const Tensor& grad, const Tensor& index, int64_t outer, int64_t n, int64_t m,
                                   int64_t inner, Tensor& dx) {
     if (outer * m * inner == 0) return;
-    cudaStream_t s = cuda::stream(dx.device());
+    cudaStream_t s = cuda::stream(ctx);
     visit_dtype(grad.dtype(), [&]<class T>() {
         cuda::index_add_kernel<<<blocks_for(outer * inner), kBlock, 0, s>>>(
             static_cast<const T*>(grad.raw_data()), index.data<int64_t>(), outer, n, m, inner,

@@ -10,10 +10,11 @@
 // double in a fixed order: no float atomics, the same bits on every run.
 //
 // A small preparing kernel runs first: it validates the targets (recording the first bad row and its
-// value in device memory, no device-side assert) and computes the Mean denominator and Σ w, so the
-// fused kernel can scale the gradient without a host round trip. The op does not copy the targets to
-// the host to check them: the launcher reads the record after the kernels, with the op's one
-// synchronisation, and raises the CPU check's lsg::Error.
+// value in the device's deferred error record, no device-side assert) and computes the Mean
+// denominator and Σ w with the rules of ops/loss_math.h, so the fused kernel can scale the gradient
+// without a host round trip. Nothing here waits for the device: the next synchronising call raises
+// the recorded error as the CPU check's lsg::Error (see TargetError in device.h). Every launcher
+// issues on the stream of the KernelContext it is given.
 #include <cstdint>
 
 #include "device.h"
@@ -206,28 +207,30 @@ struct AddSums {
 
 // ---- preparation: target checks, denominator, Σ w ----------------------------------------------------
 
-// The first row whose target is out of range (~0 for none) and that target.
-struct BadTarget {
-    unsigned long long row;
-    long long value;
-};
-
 // What the preparing kernel leaves for the others, in device memory.
 struct Aux {
-    BadTarget bad;
-    double inv_denom;  // 1/D for Mean (0 when D = 0), 1 otherwise
+    double inv_denom;  // detail::reduction_scale: 1/D for Mean (0 when D = 0), 1 otherwise
     double sum_w;      // Σ_{k ≠ pad} w_k
+};
+
+// The bad target the preparing kernel found, and the call it belongs to.
+struct TargetCheck {
+    TargetError* record;  // the device's deferred error record
+    const char* op;
+    int64_t ignore;
 };
 
 constexpr int kPrepThreads = 512;
 
 // One block. A row is skipped (no loss, no gradient, not in D) when its target is ignore_index or
-// the padding class; an out-of-range target is skipped too, and the first such row recorded with
-// its value (the block's minimum in shared memory, so one thread can read the value after).
+// the padding class; an out-of-range target is skipped too, and the first such row found (the
+// block's minimum in shared memory, so one thread can read its value after) is written to the
+// device's error record unless an earlier call's error already holds it.
 template <class T>
 __global__ void __launch_bounds__(kPrepThreads) prepare_kernel(int64_t N, int64_t K, const int64_t* target,
-                                                               const T* w, int64_t pad, int64_t ignore, bool mean,
+                                                               const T* w, int64_t pad, bool mean, TargetCheck check,
                                                                Aux* aux) {
+    const int64_t ignore = check.ignore;
     __shared__ Sums smem[32];
     __shared__ unsigned long long bad_row;
     if (threadIdx.x == 0) bad_row = ~0ull;
@@ -235,20 +238,25 @@ __global__ void __launch_bounds__(kPrepThreads) prepare_kernel(int64_t N, int64_
     Sums acc{0.0, 0.0};
     for (int64_t i = threadIdx.x; i < N; i += blockDim.x) {
         const int64_t y = target[i];
-        if (y == ignore) continue;
-        if (y < 0 || y >= K) {
+        if (y != ignore && (y < 0 || y >= K)) {
             atomicMin(&bad_row, static_cast<unsigned long long>(i));
             continue;
         }
-        if (y != pad) acc.a += w ? static_cast<double>(w[y]) : 1.0;
+        acc.a += detail::mean_denominator_term(w, y, ignore, pad);
     }
-    for (int64_t k = threadIdx.x; k < K; k += blockDim.x)
-        if (k != pad) acc.b += w ? static_cast<double>(w[k]) : 1.0;
+    for (int64_t k = threadIdx.x; k < K; k += blockDim.x) acc.b += detail::class_mass_term(w, k, pad);
     acc = block_reduce(acc, AddSums{}, smem);  // ends with __syncthreads: bad_row is final
     if (threadIdx.x == 0) {
-        aux->bad = {bad_row, bad_row == ~0ull ? 0 : static_cast<long long>(target[bad_row])};
-        aux->inv_denom = mean ? (acc.a != 0.0 ? 1.0 / acc.a : 0.0) : 1.0;
+        aux->inv_denom = detail::reduction_scale(mean, acc.a);
         aux->sum_w = acc.b;
+        if (bad_row != ~0ull && atomicCAS(&check.record->flag, 0, 1) == 0) {
+            check.record->op = check.op;
+            check.record->row = static_cast<long long>(bad_row);
+            check.record->value = static_cast<long long>(target[bad_row]);
+            check.record->classes = static_cast<long long>(K);
+            check.record->ignore_index = static_cast<long long>(ignore);
+            __threadfence_system();
+        }
     }
 }
 
@@ -274,7 +282,6 @@ struct CeIndex {
     SmoothWeights<T> sw;
     int64_t pad, ignore;
     T sum_w;  // without weights; with weights aux->sum_w
-    double grad_scale;
     const Aux* aux;
     T* loss;
     T* lse;   // or null
@@ -286,7 +293,7 @@ __global__ void __launch_bounds__(512, 1) ce_index_kernel(CeIndex<T> p, int widt
     for_each_row(p.N, width, [&](const auto& g, int64_t i) {
         const T* x = p.x + i * p.K;
         const int64_t y = p.target[i];
-        const bool skip = y == p.ignore || y < 0 || y >= p.K || y == p.pad;
+        const bool skip = detail::index_row_skipped(y, p.ignore, p.pad) || y < 0 || y >= p.K;
         const T x_y = skip ? T(0) : x[y];
         const T pivot = detail::ce_pivot(x_y);
         RowStats<T> r{detail::lm_neg_inf<T>(), T(0), T(0)};
@@ -313,7 +320,7 @@ __global__ void __launch_bounds__(512, 1) ce_index_kernel(CeIndex<T> p, int widt
         if (!gi) return;
         const T W = detail::ce_row_mass(p.sw, w_y, sum_w);
         const T log_s = detail::lm_log(st.s);
-        const T scale = static_cast<T>(p.grad_scale * p.aux->inv_denom);
+        const T scale = static_cast<T>(p.aux->inv_denom);
         map_row(x, gi, p.K, g.lane, g.size, [&](int64_t k, T v) {
             return detail::ce_grad(scale, W, detail::softmax_prob(v, st.m, log_s),
                                    detail::smooth_target(p.sw, k, y, p.pad), p.w ? p.w[k] : T(1));
@@ -386,15 +393,15 @@ __global__ void scale_rows_kernel(int64_t rows, int64_t cols, const T* G, const 
 // writes the row's loss.
 template <class T>
 __global__ void nll_kernel(int64_t N, int64_t K, const T* lp, const int64_t* target, const T* w, int64_t ignore,
-                           T* loss, T* grad, double grad_scale, const Aux* aux) {
+                           T* loss, T* grad, const Aux* aux) {
     const int64_t cols = grad ? K : 1;
     for (int64_t k = grid_index(); k < N * cols; k += grid_stride()) {
         const int64_t i = k / cols, j = k % cols;
         const int64_t y = target[i];
-        const bool skip = y == ignore || y < 0 || y >= K;
+        const bool skip = detail::index_row_skipped(y, ignore, -1) || y < 0 || y >= K;
         const T w_y = skip ? T(0) : (w ? w[y] : T(1));
         if (j == 0) loss[i] = skip ? T(0) : -w_y * lp[i * K + y];
-        if (grad) grad[k] = (!skip && j == y) ? -static_cast<T>(grad_scale * aux->inv_denom) * w_y : T(0);
+        if (grad) grad[k] = (!skip && j == y) ? -static_cast<T>(aux->inv_denom) * w_y : T(0);
     }
 }
 
@@ -416,21 +423,13 @@ __global__ void bce_kernel(int64_t n, int64_t inner, const T* x, const T* t, con
 
 bool is_mean(Reduction r) { return r == Reduction::Mean || r == Reduction::BatchMean; }
 
-// Runs the preparing kernel, which fills aux, on the current device's stream.
+// Runs the preparing kernel, which fills aux and records a bad target, on stream s.
 template <class T>
-void prepare(cudaStream_t s, Aux* aux, int64_t N, int64_t K, const int64_t* target, const T* w, int64_t pad,
-             int64_t ignore, bool mean) {
-    prepare_kernel<<<1, kPrepThreads, 0, s>>>(N, K, target, w, pad, ignore, mean, aux);
+void prepare(cudaStream_t s, const KernelContext& ctx, const char* op, Aux* aux, int64_t N, int64_t K,
+             const int64_t* target, const T* w, int64_t pad, int64_t ignore, bool mean) {
+    const TargetCheck check{target_error_record(ctx), op, ignore};
+    prepare_kernel<<<1, kPrepThreads, 0, s>>>(N, K, target, w, pad, mean, check, aux);
     LSG_CUDA_CHECK_LAUNCH();
-}
-
-// Waits for the op's kernels (the op's only synchronisation) and raises the first out-of-range
-// target they recorded, with the message of the CPU's check.
-void raise_bad_target(const char* op, cudaStream_t s, const Aux* aux, int64_t K, int64_t ignore) {
-    BadTarget bad{};
-    LSG_CUDA_CHECK(cudaMemcpyAsync(&bad, &aux->bad, sizeof(bad), cudaMemcpyDeviceToHost, s));
-    LSG_CUDA_CHECK(cudaStreamSynchronize(s));
-    if (bad.row != ~0ull) fail_target_out_of_range(op, static_cast<int64_t>(bad.row), bad.value, K, ignore);
 }
 
 template <class T>
@@ -440,13 +439,13 @@ void reduce_rows(cudaStream_t s, int64_t n, const T* x, double scale, const Aux*
 }
 
 template <class T>
-void cross_entropy_index_impl(const CrossEntropyIndexArgs& a) {
-    cudaStream_t s = current_stream();
-    const Scratch aux_buf(sizeof(Aux));
+void cross_entropy_index_impl(const KernelContext& ctx, const CrossEntropyIndexArgs& a) {
+    cudaStream_t s = stream(ctx);
+    const Scratch aux_buf(ctx, sizeof(Aux));
     Aux* aux = aux_buf.as<Aux>();
     const T* w = static_cast<const T*>(a.weight);
-    const bool mean = is_mean(a.reduction);
-    prepare(s, aux, a.rows, a.classes, a.target, w, a.padding_idx, a.ignore_index, mean);
+    prepare(s, ctx, "cross_entropy", aux, a.rows, a.classes, a.target, w, a.padding_idx, a.ignore_index,
+            is_mean(a.reduction));
     if (a.rows > 0) {
         CeIndex<T> p{};
         p.N = a.rows;
@@ -458,7 +457,6 @@ void cross_entropy_index_impl(const CrossEntropyIndexArgs& a) {
         p.pad = a.padding_idx;
         p.ignore = a.ignore_index;
         p.sum_w = static_cast<T>(a.classes - (a.padding_idx >= 0 ? 1 : 0));
-        p.grad_scale = a.grad_scale;
         p.aux = aux;
         p.loss = static_cast<T*>(a.row_loss);
         p.lse = static_cast<T*>(a.lse);
@@ -468,14 +466,12 @@ void cross_entropy_index_impl(const CrossEntropyIndexArgs& a) {
         LSG_CUDA_CHECK_LAUNCH();
     }
     if (a.reduction != Reduction::None) reduce_rows(s, a.rows, static_cast<const T*>(a.row_loss), 1.0, aux, a.reduced);
-    raise_bad_target("cross_entropy", s, aux, a.classes, a.ignore_index);
 }
 
 template <class T>
-void cross_entropy_prob_impl(const CrossEntropyProbArgs& a) {
-    cudaStream_t s = current_stream();
-    const bool mean = is_mean(a.reduction);
-    const double inv = mean ? (a.rows > 0 ? 1.0 / static_cast<double>(a.rows) : 0.0) : 1.0;
+void cross_entropy_prob_impl(const KernelContext& ctx, const CrossEntropyProbArgs& a) {
+    cudaStream_t s = stream(ctx);
+    const double inv = detail::reduction_scale(is_mean(a.reduction), static_cast<double>(a.rows));
     if (a.rows > 0) {
         CeProb<T> p{};
         p.N = a.rows;
@@ -485,7 +481,7 @@ void cross_entropy_prob_impl(const CrossEntropyProbArgs& a) {
         p.w = static_cast<const T*>(a.weight);
         p.keep = static_cast<T>(1.0 - a.label_smoothing);
         p.spread = static_cast<T>(a.label_smoothing / static_cast<double>(a.classes));
-        p.scale = static_cast<T>(a.grad_scale * inv);
+        p.scale = static_cast<T>(inv);
         p.loss = static_cast<T*>(a.row_loss);
         p.lse = static_cast<T*>(a.lse);
         p.grad = static_cast<T*>(a.grad);
@@ -498,83 +494,81 @@ void cross_entropy_prob_impl(const CrossEntropyProbArgs& a) {
 }
 
 template <class T>
-void nll_impl(int64_t N, int64_t K, const T* lp, const int64_t* target, const T* w, int64_t ignore, T* loss, T* grad,
-              double grad_scale, Reduction reduction, void* reduced) {
-    cudaStream_t s = current_stream();
-    const Scratch aux_buf(sizeof(Aux));
+void nll_impl(const KernelContext& ctx, const NllLossArgs& a) {
+    cudaStream_t s = stream(ctx);
+    const Scratch aux_buf(ctx, sizeof(Aux));
     Aux* aux = aux_buf.as<Aux>();
-    prepare(s, aux, N, K, target, w, -1, ignore, is_mean(reduction));
-    const int64_t work = N * (grad ? K : 1);
+    const T* w = static_cast<const T*>(a.weight);
+    T* loss = static_cast<T*>(a.row_loss);
+    T* grad = static_cast<T*>(a.grad);
+    prepare(s, ctx, "nll_loss", aux, a.rows, a.classes, a.target, w, -1, a.ignore_index, is_mean(a.reduction));
+    const int64_t work = a.rows * (grad ? a.classes : 1);
     if (work > 0) {
-        nll_kernel<<<blocks_for(work), kBlock, 0, s>>>(N, K, lp, target, w, ignore, loss, grad, grad_scale, aux);
+        nll_kernel<<<blocks_for(work), kBlock, 0, s>>>(a.rows, a.classes, static_cast<const T*>(a.log_probs), a.target,
+                                                       w, a.ignore_index, loss, grad, aux);
         LSG_CUDA_CHECK_LAUNCH();
     }
-    if (reduction != Reduction::None) reduce_rows(s, N, loss, 1.0, aux, reduced);
-    raise_bad_target("nll_loss", s, aux, K, ignore);
+    if (a.reduction != Reduction::None) reduce_rows(s, a.rows, loss, 1.0, aux, a.reduced);
 }
 
 class CudaLossKernels final : public LossKernels {
 public:
-    void cross_entropy_index(const CrossEntropyIndexArgs& a) override {
-        visit_floating(a.dtype, [&]<class T>() { cross_entropy_index_impl<T>(a); });
+    void cross_entropy_index(const KernelContext& ctx, const CrossEntropyIndexArgs& a) override {
+        visit_dtype<float, double>(a.dtype, [&]<class T>() { cross_entropy_index_impl<T>(ctx, a); });
     }
-    void cross_entropy_prob(const CrossEntropyProbArgs& a) override {
-        visit_floating(a.dtype, [&]<class T>() { cross_entropy_prob_impl<T>(a); });
+    void cross_entropy_prob(const KernelContext& ctx, const CrossEntropyProbArgs& a) override {
+        visit_dtype<float, double>(a.dtype, [&]<class T>() { cross_entropy_prob_impl<T>(ctx, a); });
     }
-    void scale_rows(DType dtype, int64_t rows, int64_t cols, const void* G, const void* g, bool per_row,
-                    void* out) override {
-        if (rows * cols == 0) return;
-        cudaStream_t s = current_stream();
-        visit_floating(dtype, [&]<class T>() {
-            scale_rows_kernel<<<blocks_for(rows * cols), kBlock, 0, s>>>(
-                rows, cols, static_cast<const T*>(G), static_cast<const T*>(g), per_row, static_cast<T*>(out));
+    void scale_rows(const KernelContext& ctx, const ScaleRowsArgs& a) override {
+        if (a.rows * a.cols == 0) return;
+        cudaStream_t s = stream(ctx);
+        visit_dtype<float, double>(a.dtype, [&]<class T>() {
+            scale_rows_kernel<<<blocks_for(a.rows * a.cols), kBlock, 0, s>>>(
+                a.rows, a.cols, static_cast<const T*>(a.saved_grad), static_cast<const T*>(a.upstream), a.per_row,
+                static_cast<T*>(a.out));
         });
         LSG_CUDA_CHECK_LAUNCH();
     }
-    void nll_loss(DType dtype, int64_t rows, int64_t classes, const void* lp, const int64_t* target, const void* w,
-                  int64_t ignore, void* row_loss, void* grad, double grad_scale, Reduction reduction,
-                  void* reduced) override {
-        visit_floating(dtype, [&]<class T>() {
-            nll_impl(rows, classes, static_cast<const T*>(lp), target, static_cast<const T*>(w), ignore,
-                     static_cast<T*>(row_loss), static_cast<T*>(grad), grad_scale, reduction, reduced);
-        });
+    void nll_loss(const KernelContext& ctx, const NllLossArgs& a) override {
+        visit_dtype<float, double>(a.dtype, [&]<class T>() { nll_impl<T>(ctx, a); });
     }
-    void sum(DType dtype, int64_t n, const void* x, double scale, void* out) override {
-        cudaStream_t s = current_stream();
-        visit_floating(dtype, [&]<class T>() { reduce_rows(s, n, static_cast<const T*>(x), scale, nullptr, out); });
+    void sum(const KernelContext& ctx, const SumArgs& a) override {
+        cudaStream_t s = stream(ctx);
+        visit_dtype<float, double>(a.dtype,
+                                   [&]<class T>() { reduce_rows(s, a.n, static_cast<const T*>(a.x), a.scale, nullptr, a.out); });
     }
-    void kl_div(DType dtype, int64_t n, const void* input, const void* target, bool log_target, void* out,
-                double scale, void* gi, void* gt) override {
-        if (n == 0) return;
-        cudaStream_t s = current_stream();
-        visit_floating(dtype, [&]<class T>() {
-            kl_div_kernel<<<blocks_for(n), kBlock, 0, s>>>(n, static_cast<const T*>(input), static_cast<const T*>(target),
-                                                          log_target, static_cast<T*>(out), static_cast<T>(scale),
-                                                          static_cast<T*>(gi), static_cast<T*>(gt));
+    void kl_div(const KernelContext& ctx, const KlDivArgs& a) override {
+        if (a.n == 0) return;
+        cudaStream_t s = stream(ctx);
+        visit_dtype<float, double>(a.dtype, [&]<class T>() {
+            kl_div_kernel<<<blocks_for(a.n), kBlock, 0, s>>>(
+                a.n, static_cast<const T*>(a.input), static_cast<const T*>(a.target), a.log_target,
+                static_cast<T*>(a.out), static_cast<T>(a.scale), static_cast<T*>(a.grad_input),
+                static_cast<T*>(a.grad_target));
         });
         LSG_CUDA_CHECK_LAUNCH();
     }
-    void bce_with_logits(DType dtype, int64_t outer, int64_t inner, const void* x, const void* t, const void* pw,
-                         const void* w, double eps, void* out, double scale, void* gx, void* gt) override {
-        const int64_t n = outer * inner;
+    void bce_with_logits(const KernelContext& ctx, const BceWithLogitsArgs& a) override {
+        const int64_t n = a.outer * a.inner;
         if (n == 0) return;
-        cudaStream_t s = current_stream();
-        visit_floating(dtype, [&]<class T>() {
+        cudaStream_t s = stream(ctx);
+        visit_dtype<float, double>(a.dtype, [&]<class T>() {
             bce_kernel<<<blocks_for(n), kBlock, 0, s>>>(
-                n, inner, static_cast<const T*>(x), static_cast<const T*>(t), static_cast<const T*>(pw),
-                static_cast<const T*>(w), detail::binary_smoothing<T>(eps), static_cast<T*>(out),
-                static_cast<T>(scale), static_cast<T*>(gx), static_cast<T*>(gt));
+                n, a.inner, static_cast<const T*>(a.input), static_cast<const T*>(a.target),
+                static_cast<const T*>(a.pos_weight), static_cast<const T*>(a.weight),
+                detail::binary_smoothing<T>(a.label_smoothing), static_cast<T*>(a.out), static_cast<T>(a.scale),
+                static_cast<T*>(a.grad_input), static_cast<T*>(a.grad_target));
         });
         LSG_CUDA_CHECK_LAUNCH();
     }
 };
 
 }  // namespace
-}  // namespace cuda
 
-LossKernels& cuda_loss_kernels() {
-    static cuda::CudaLossKernels kernels;
+LossKernels& loss_table() {
+    static CudaLossKernels kernels;
     return kernels;
 }
 
+}  // namespace cuda
 }  // namespace lsg

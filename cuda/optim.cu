@@ -24,10 +24,10 @@ __global__ void adam_kernel(int64_t n, T* p, const T* g, T* m, T* v, optim_math:
 
 class CudaOptimizerKernels final : public OptimizerKernels {
 public:
-    void sgd(const SgdStepArgs& a) override {
+    void sgd(const KernelContext& ctx, const SgdStepArgs& a) override {
         if (a.n == 0) return;
-        cudaStream_t s = current_stream();
-        visit_floating(a.dtype, [&]<class T>() {
+        cudaStream_t s = stream(ctx);
+        visit_dtype<float, double>(a.dtype, [&]<class T>() {
             sgd_kernel<<<blocks_for(a.n), kBlock, 0, s>>>(
                 a.n, static_cast<T*>(a.param), static_cast<const T*>(a.grad), static_cast<T*>(a.momentum_buffer),
                 static_cast<T>(a.lr), static_cast<T>(a.momentum), static_cast<T>(a.dampening),
@@ -36,10 +36,10 @@ public:
         LSG_CUDA_CHECK_LAUNCH();
     }
 
-    void adam(const AdamStepArgs& a) override {
+    void adam(const KernelContext& ctx, const AdamStepArgs& a) override {
         if (a.n == 0) return;
-        cudaStream_t s = current_stream();
-        visit_floating(a.dtype, [&]<class T>() {
+        cudaStream_t s = stream(ctx);
+        visit_dtype<float, double>(a.dtype, [&]<class T>() {
             adam_kernel<<<blocks_for(a.n), kBlock, 0, s>>>(
                 a.n, static_cast<T*>(a.param), static_cast<const T*>(a.grad), static_cast<T*>(a.exp_avg),
                 static_cast<T*>(a.exp_avg_sq), optim_math::adam_coefficients<T>(a));
@@ -49,11 +49,11 @@ public:
 };
 
 }  // namespace
-}  // namespace cuda
 
-OptimizerKernels& cuda_optimizer_kernels() {
-    static cuda::CudaOptimizerKernels kernels;
+OptimizerKernels& optimizer_table() {
+    static CudaOptimizerKernels kernels;
     return kernels;
 }
 
+}  // namespace cuda
 }  // namespace lsg

@@ -159,9 +159,9 @@ unsigned row_blocks(int64_t rows) { return static_cast<unsigned>(std::clamp<int6
 }  // namespace
 }  // namespace cuda
 
-void CudaTensorKernels::reduce(ReduceOp op, const Tensor& x, int64_t outer, int64_t n, int64_t inner, Tensor& out) {
+void CudaTensorKernels::reduce(const KernelContext& ctx, ReduceOp op, const Tensor& x, int64_t outer, int64_t n, int64_t inner, Tensor& out) {
     if (outer * inner == 0) return;
-    cudaStream_t s = cuda::stream(out.device());
+    cudaStream_t s = cuda::stream(ctx);
     const cuda::ReduceShape rs = cuda::reduce_shape(inner);
     const dim3 block(rs.tx, rs.ty);
     const dim3 grid(static_cast<unsigned>((inner + rs.tx - 1) / rs.tx),
@@ -179,21 +179,21 @@ void CudaTensorKernels::reduce(ReduceOp op, const Tensor& x, int64_t outer, int6
     LSG_CUDA_CHECK_LAUNCH();
 }
 
-void CudaTensorKernels::softmax(const Tensor& x, int64_t outer, int64_t n, int64_t inner, bool log, Tensor& out) {
+void CudaTensorKernels::softmax(const KernelContext& ctx, const Tensor& x, int64_t outer, int64_t n, int64_t inner, bool log, Tensor& out) {
     if (outer * inner == 0 || n == 0) return;
-    cudaStream_t s = cuda::stream(out.device());
-    cuda::visit_floating(x.dtype(), [&]<class T>() {
+    cudaStream_t s = cuda::stream(ctx);
+    visit_dtype<float, double>(x.dtype(), [&]<class T>() {
         cuda::softmax_kernel<<<cuda::row_blocks(outer * inner), cuda::row_threads(n), 0, s>>>(
             static_cast<const T*>(x.raw_data()), outer, n, inner, log, static_cast<T*>(out.raw_data()));
     });
     LSG_CUDA_CHECK_LAUNCH();
 }
 
-void CudaTensorKernels::softmax_backward(const Tensor& grad, const Tensor& y, int64_t outer, int64_t n, int64_t inner,
+void CudaTensorKernels::softmax_backward(const KernelContext& ctx, const Tensor& grad, const Tensor& y, int64_t outer, int64_t n, int64_t inner,
                                          bool log, Tensor& dx) {
     if (outer * inner == 0 || n == 0) return;
-    cudaStream_t s = cuda::stream(dx.device());
-    cuda::visit_floating(y.dtype(), [&]<class T>() {
+    cudaStream_t s = cuda::stream(ctx);
+    visit_dtype<float, double>(y.dtype(), [&]<class T>() {
         cuda::softmax_backward_kernel<<<cuda::row_blocks(outer * inner), cuda::row_threads(n), 0, s>>>(
             static_cast<const T*>(grad.raw_data()), static_cast<const T*>(y.raw_data()), outer, n, inner, log,
             static_cast<T*>(dx.raw_data()));

@@ -166,8 +166,7 @@ MixupResult Mixup::operator()(const Tensor& x, const Tensor& target) {
     } else {
         const Tensor src = x.detach().to(Device::cpu()).contiguous();
         Tensor out = src.clone();
-        const auto mix = [&](auto tag) {
-            using T = decltype(tag);
+        visit_dtype<float, double>(src.dtype(), [&]<class T>() {
             const T* in = src.data<T>();
             T* o = out.data<T>();
             for (int64_t i = 0; i < n; ++i) {
@@ -178,11 +177,7 @@ MixupResult Mixup::operator()(const Tensor& x, const Tensor& target) {
                 else
                     blend_row(in + i * row_len, in + j * row_len, o + i * row_len, row_len, r.lambda[i]);
             }
-        };
-        if (src.dtype() == DType::f64)
-            mix(double{});
-        else
-            mix(float{});
+        });
         r.input = out.to(x.device());
     }
     const Tensor lam = from_vector<double>(r.lambda, {n});

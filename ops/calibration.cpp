@@ -38,10 +38,7 @@ std::vector<int64_t> checked_labels(const char* op, const Tensor& scores, const 
 // Calls fn(const T* data) with the row-major host data of a float32 or float64 tensor.
 template <class Fn>
 void with_float_data(const Tensor& t, Fn&& fn) {
-    if (t.dtype() == DType::f64)
-        fn(t.data<double>());
-    else
-        fn(t.data<float>());
+    visit_dtype<float, double>(t.dtype(), [&]<class T>() { fn(t.data<T>()); });
 }
 
 // The bin of confidence c in [0, 1] among `bins` bins (lower, upper] with edges b/bins in f64.

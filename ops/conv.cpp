@@ -21,7 +21,7 @@ namespace lsg {
 
 // cols[n, (c·kh + u)·kw + v, i·ow + j] = x[n, c, i·s_h + u − p_h, j·s_w + v − p_w] or 0: one
 // [C·kh·kw, oh·ow] matrix per image, so W·cols[n] is image n's output already in NCHW order.
-void CpuTensorKernels::im2col(const Tensor& x, const Window2d& g, Tensor& cols) {
+void CpuTensorKernels::im2col(const KernelContext&, const Tensor& x, const Window2d& g, Tensor& cols) {
     visit_dtype(x.dtype(), [&]<class T>() {
         const T* xp = static_cast<const T*>(x.raw_data());
         T* cp = static_cast<T*>(cols.raw_data());
@@ -57,7 +57,7 @@ void CpuTensorKernels::im2col(const Tensor& x, const Window2d& g, Tensor& cols) 
 }
 
 // The adjoint of im2col: each column entry is added back to the input pixel it was read from.
-void CpuTensorKernels::col2im(const Tensor& cols, const Window2d& g, Tensor& dx) {
+void CpuTensorKernels::col2im(const KernelContext&, const Tensor& cols, const Window2d& g, Tensor& dx) {
     visit_dtype(dx.dtype(), [&]<class T>() {
         const T* cp = static_cast<const T*>(cols.raw_data());
         T* xp = static_cast<T*>(dx.raw_data());
@@ -149,7 +149,7 @@ bool pool2x2_fast(const T* img, const Window2d& g, T* out, int64_t* arg) {
 
 }  // namespace
 
-void CpuTensorKernels::max_pool2d(const Tensor& x, const Window2d& g, Tensor& out, Tensor& argmax) {
+void CpuTensorKernels::max_pool2d(const KernelContext&, const Tensor& x, const Window2d& g, Tensor& out, Tensor& argmax) {
     visit_dtype(x.dtype(), [&]<class T>() {
         const T* xp = static_cast<const T*>(x.raw_data());
         T* op = static_cast<T*>(out.raw_data());
@@ -174,7 +174,7 @@ void CpuTensorKernels::max_pool2d(const Tensor& x, const Window2d& g, Tensor& ou
     });
 }
 
-void CpuTensorKernels::max_pool2d_backward(const Tensor& grad, const Tensor& argmax, const Window2d& g, Tensor& dx) {
+void CpuTensorKernels::max_pool2d_backward(const KernelContext&, const Tensor& grad, const Tensor& argmax, const Window2d& g, Tensor& dx) {
     visit_dtype(grad.dtype(), [&]<class T>() {
         const T* gp = static_cast<const T*>(grad.raw_data());
         const int64_t* ap = argmax.data<int64_t>();
@@ -220,19 +220,21 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, std::ar
         LSG_CHECK(bias.dim() == 1 && bias.shape()[0] == O && bias.dtype() == x.dtype() && bias.device() == x.device(),
                   "bias ", bias.shape(), " does not match weight ", weight.shape());
     TensorKernels& k = tensor_kernels(x.device());
+    const KernelContext ctx = kernel_context(x.device());
     const TensorOptions like{.dtype = x.dtype(), .device = x.device()};
     Tensor xc = x.detach().contiguous();
     Tensor cols = empty({g.batch, CKK, L}, like);
-    k.im2col(xc, g, cols);
+    k.im2col(ctx, xc, g, cols);
     Tensor w2 = weight.detach().contiguous().view({O, CKK});
     // out[n] [O, L] = W · cols[n], with the bias preloaded into the accumulator: the output comes
     // out in NCHW order, with no permute.
     Tensor out = empty({g.batch, O, g.out_h, g.out_w}, like);
     if (bias.defined()) out.view({g.batch, O, L}).copy_(bias.detach().view({1, O, 1}).expand({g.batch, O, L}));
-    k.gemm(false, false, O, L, CKK, 1.0, w2, 0, cols, CKK * L, bias.defined() ? 1.0 : 0.0, out, O * L, g.batch);
+    k.gemm(ctx, false, false, O, L, CKK, 1.0, w2, 0, cols, CKK * L, bias.defined() ? 1.0 : 0.0, out, O * L, g.batch);
     const bool gx = x.requires_grad(), gw = weight.requires_grad();
     auto backward = [=](const Tensor& grad) {
         TensorKernels& kk = tensor_kernels(grad.device());
+        const KernelContext gctx = kernel_context(grad.device());
         const TensorOptions gl{.dtype = grad.dtype(), .device = grad.device()};
         Tensor g3 = grad.contiguous().view({g.batch, O, L});
         Tensor dx, dw;
@@ -240,15 +242,15 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, std::ar
             // dW = Σ_n g[n] · cols[n]ᵀ: the per-image products as one batched GEMM (one image per
             // thread), then a fixed-order sum over the batch.
             Tensor per_image = empty({g.batch, O, CKK}, gl);
-            kk.gemm(false, true, O, CKK, L, 1.0, g3, O * L, cols, CKK * L, 0.0, per_image, O * CKK, g.batch);
+            kk.gemm(gctx, false, true, O, CKK, L, 1.0, g3, O * L, cols, CKK * L, 0.0, per_image, O * CKK, g.batch);
             dw = sum(per_image, {0}).view({O, g.channels, g.kernel_h, g.kernel_w});
         }
         if (gx) {
             // dcols[n] = Wᵀ · g[n], then folded back onto the input.
             Tensor dcols = empty({g.batch, CKK, L}, gl);
-            kk.gemm(true, false, CKK, L, O, 1.0, w2, 0, g3, O * L, 0.0, dcols, CKK * L, g.batch);
+            kk.gemm(gctx, true, false, CKK, L, O, 1.0, w2, 0, g3, O * L, 0.0, dcols, CKK * L, g.batch);
             dx = zeros({g.batch, g.channels, g.height, g.width}, gl);
-            kk.col2im(dcols, g, dx);
+            kk.col2im(gctx, dcols, g, dx);
         }
         return std::vector<Tensor>{dx, dw, sum(g3, {0, 2})};
     };
@@ -268,10 +270,10 @@ Tensor max_pool2d(const Tensor& x, std::array<int64_t, 2> kernel, std::array<int
     Tensor xc = x.detach().contiguous();
     Tensor out = empty({g.batch, g.channels, g.out_h, g.out_w}, {.dtype = x.dtype(), .device = x.device()});
     Tensor arg = empty(out.shape(), {.dtype = DType::i64, .device = x.device()});
-    tensor_kernels(x.device()).max_pool2d(xc, g, out, arg);
+    tensor_kernels(x.device()).max_pool2d(kernel_context(x.device()), xc, g, out, arg);
     autograd::record("max_pool2d", out, {x}, [g, arg, dtype = x.dtype()](const Tensor& grad) {
         Tensor dx = zeros({g.batch, g.channels, g.height, g.width}, {.dtype = dtype, .device = grad.device()});
-        tensor_kernels(grad.device()).max_pool2d_backward(grad.contiguous(), arg, g, dx);
+        tensor_kernels(grad.device()).max_pool2d_backward(kernel_context(grad.device()), grad.contiguous(), arg, g, dx);
         return std::vector<Tensor>{dx};
     });
     return out;

@@ -87,7 +87,7 @@ void parallel_for(int64_t n, const Fn& fn) {
 
 }  // namespace
 
-void CpuTensorKernels::copy(const Tensor& src, Tensor& dst) {
+void CpuTensorKernels::copy(const KernelContext&, const Tensor& src, Tensor& dst) {
     visit_dtype(dst.dtype(), [&]<class D>() {
         visit_dtype(src.dtype(), [&]<class S>() {
             const S* s = static_cast<const S*>(src.raw_data());
@@ -109,7 +109,7 @@ void CpuTensorKernels::copy(const Tensor& src, Tensor& dst) {
     });
 }
 
-void CpuTensorKernels::fill(Tensor& dst, double value) {
+void CpuTensorKernels::fill(const KernelContext&, Tensor& dst, double value) {
     visit_dtype(dst.dtype(), [&]<class T>() {
         T* d = static_cast<T*>(dst.raw_data());
         const T v = static_cast<T>(value);
@@ -117,7 +117,7 @@ void CpuTensorKernels::fill(Tensor& dst, double value) {
     });
 }
 
-void CpuTensorKernels::unary(UnaryOp op, const Tensor& x, Tensor& out, double a, double b) {
+void CpuTensorKernels::unary(const KernelContext&, UnaryOp op, const Tensor& x, Tensor& out, double a, double b) {
     visit_dtype(x.dtype(), [&]<class T>() {
         const T* xp = static_cast<const T*>(x.raw_data());
         T* yp = static_cast<T*>(out.raw_data());
@@ -134,7 +134,7 @@ void CpuTensorKernels::unary(UnaryOp op, const Tensor& x, Tensor& out, double a,
     });
 }
 
-void CpuTensorKernels::unary_backward(UnaryOp op, const Tensor& grad, const Tensor& x, const Tensor& y, Tensor& dx,
+void CpuTensorKernels::unary_backward(const KernelContext&, UnaryOp op, const Tensor& grad, const Tensor& x, const Tensor& y, Tensor& dx,
                                       double a, double b) {
     visit_dtype(x.dtype(), [&]<class T>() {
         const T* gp = static_cast<const T*>(grad.raw_data());
@@ -158,7 +158,7 @@ void CpuTensorKernels::unary_backward(UnaryOp op, const Tensor& grad, const Tens
     });
 }
 
-void CpuTensorKernels::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
+void CpuTensorKernels::binary(const KernelContext&, BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
     visit_dtype(out.dtype(), [&]<class T>() {
         const T* ap = static_cast<const T*>(a.raw_data());
         const T* bp = static_cast<const T*>(b.raw_data());
@@ -184,7 +184,7 @@ void CpuTensorKernels::binary(BinaryOp op, const Tensor& a, const Tensor& b, Ten
     });
 }
 
-void CpuTensorKernels::where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) {
+void CpuTensorKernels::where(const KernelContext&, const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) {
     visit_dtype(out.dtype(), [&]<class T>() {
         visit_dtype(cond.dtype(), [&]<class C>() {
             const C* cp = static_cast<const C*>(cond.raw_data());
@@ -201,7 +201,7 @@ void CpuTensorKernels::where(const Tensor& cond, const Tensor& a, const Tensor& 
     });
 }
 
-void CpuTensorKernels::random(Tensor& out, bool normal, uint64_t seed, uint64_t offset) {
+void CpuTensorKernels::random(const KernelContext&, Tensor& out, bool normal, uint64_t seed, uint64_t offset) {
     visit_dtype(out.dtype(), [&]<class T>() {
         T* o = static_cast<T*>(out.raw_data());
         if (normal) parallel_for(out.numel(), [=](int64_t i) { o[i] = static_cast<T>(philox::normal(seed, offset + i)); });
@@ -209,7 +209,7 @@ void CpuTensorKernels::random(Tensor& out, bool normal, uint64_t seed, uint64_t 
     });
 }
 
-void CpuTensorKernels::dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset, Tensor& out, Tensor& mask) {
+void CpuTensorKernels::dropout(const KernelContext&, const Tensor& x, double p, uint64_t seed, uint64_t offset, Tensor& out, Tensor& mask) {
     visit_dtype(x.dtype(), [&]<class T>() {
         const T* xp = static_cast<const T*>(x.raw_data());
         T* o = static_cast<T*>(out.raw_data());
@@ -237,7 +237,7 @@ Tensor binary_forward(const char* name, BinaryOp op, const Tensor& a, const Tens
     check_same(name, a, b);
     const Shape shape = broadcast_shapes(name, a.shape(), b.shape());
     Tensor out = empty(shape, {.dtype = a.dtype(), .device = a.device()});
-    tensor_kernels(a.device()).binary(op, a.detach().expand(shape), b.detach().expand(shape), out);
+    tensor_kernels(a.device()).binary(kernel_context(a.device()), op, a.detach().expand(shape), b.detach().expand(shape), out);
     return out;
 }
 
@@ -245,10 +245,10 @@ Tensor unary_forward(const char* name, UnaryOp op, const Tensor& x, double a = 0
     LSG_CHECK_OP(name, is_floating(x.dtype()), "needs a floating tensor, got ", x.dtype(), " ", x.shape());
     Tensor xc = x.detach().contiguous();
     Tensor y = empty_like(xc);
-    tensor_kernels(x.device()).unary(op, xc, y, a, b);
+    tensor_kernels(x.device()).unary(kernel_context(x.device()), op, xc, y, a, b);
     autograd::record(name, y, {x}, [op, a, b, xc, yd = y.detach()](const Tensor& g) {
         Tensor dx = empty_like(xc);
-        tensor_kernels(xc.device()).unary_backward(op, g.contiguous(), xc, yd, dx, a, b);
+        tensor_kernels(xc.device()).unary_backward(kernel_context(xc.device()), op, g.contiguous(), xc, yd, dx, a, b);
         return std::vector<Tensor>{dx};
     });
     return y;
@@ -339,7 +339,7 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
     const Shape shape = broadcast_shapes("where", cond.shape(), broadcast_shapes("where", a.shape(), b.shape()));
     Tensor out = empty(shape, {.dtype = a.dtype(), .device = a.device()});
     Tensor c = cond.detach().expand(shape);
-    tensor_kernels(a.device()).where(c, a.detach().expand(shape), b.detach().expand(shape), out);
+    tensor_kernels(a.device()).where(kernel_context(a.device()), c, a.detach().expand(shape), b.detach().expand(shape), out);
     autograd::record("where", out, {a, b}, [c, sa = a.shape(), sb = b.shape()](const Tensor& g) {
         Tensor z = zeros({}, {.dtype = g.dtype(), .device = g.device()});
         return std::vector<Tensor>{sum_to(where(c, g, z), sa), sum_to(where(c, z, g), sb)};
@@ -401,7 +401,7 @@ Tensor dropout(const Tensor& x, double p, bool training) {
     Tensor xc = x.detach().contiguous();
     Tensor out = empty_like(xc), mask = empty_like(xc);
     Generator& gen = default_generator();
-    tensor_kernels(x.device()).dropout(xc, p, gen.seed(), gen.advance(static_cast<uint64_t>(x.numel())), out, mask);
+    tensor_kernels(x.device()).dropout(kernel_context(x.device()), xc, p, gen.seed(), gen.advance(static_cast<uint64_t>(x.numel())), out, mask);
     autograd::record("dropout", out, {x}, [mask](const Tensor& g) { return std::vector<Tensor>{g * mask}; });
     return out;
 }

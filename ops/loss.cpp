@@ -1,12 +1,12 @@
 // The loss layer's ops: validation, buffers from the caching allocator, the kernel call through the
 // device's LossKernels table, and the autograd record. The fused losses compute their gradient in
-// the forward pass (the row is in cache then); their backward hands that buffer over when the
-// upstream gradient is exactly 1 and rescales it otherwise.
+// the forward pass (the row is in cache then); their backward rescales that buffer by the upstream
+// gradient on the device (on the CPU, a single upstream gradient of exactly 1 hands it over as it
+// is). No op here waits for a device: CUDA target checks are deferred (see ops/loss.h).
 #include "lsgrad/ops/loss.h"
 
 #include <cmath>
 #include <memory>
-#include <type_traits>
 #include <utility>
 
 #include "lsgrad/core/autograd.h"
@@ -53,8 +53,8 @@ void check_index_targets(const char* op, const Tensor& target, int64_t K, int64_
 }
 
 // The target check of a fused index-target loss: here for CPU targets, before the kernel (which
-// trusts them). A CUDA kernel checks its targets on the device and raises the same error after its
-// one synchronisation, so they are never copied to the host.
+// trusts them). A CUDA kernel checks its targets on the device and records the first bad one there;
+// the next synchronising call raises the same error, so targets are never copied to the host.
 void check_kernel_targets(const char* op, const Tensor& target, int64_t K, int64_t ignore_index) {
     if (target.device().is_cpu()) check_index_targets(op, target, K, ignore_index);
 }
@@ -85,13 +85,22 @@ struct FusedSaved {
     int64_t cols = 0;
     bool per_row = false;
 
-    // grad scaled by the upstream gradient g; the buffer itself when g is a single 1.
+    // grad scaled by the upstream gradient g, which the kernel reads where it lives: reading a
+    // device scalar on the host would wait for the device. A CPU scalar is read for free, and the
+    // buffer itself is handed over when it is exactly 1 (the usual loss.backward()).
     Tensor backward(const Tensor& g_in) const {
         const Tensor g = g_in.dtype() == grad.dtype() ? g_in.contiguous() : g_in.to(grad.dtype()).contiguous();
-        if (!per_row && g.item<double>() == 1.0) return grad;
+        if (!per_row && g.device().is_cpu() && g.item<double>() == 1.0) return grad;
         Tensor out = empty(grad.shape(), like(grad));
-        loss_kernels(grad.device())
-            .scale_rows(grad.dtype(), rows, cols, grad.raw_data(), g.raw_data(), per_row, out.raw_data());
+        ScaleRowsArgs a;
+        a.dtype = grad.dtype();
+        a.rows = rows;
+        a.cols = cols;
+        a.saved_grad = grad.raw_data();
+        a.upstream = g.raw_data();
+        a.per_row = per_row;
+        a.out = out.raw_data();
+        loss_kernels(grad.device()).scale_rows(kernel_context(grad.device()), a);
         return out;
     }
 };
@@ -122,7 +131,7 @@ Tensor run_ce_index(const Tensor& x, const Tensor& target, const Tensor& weight,
     }
     a.reduction = reduction;
     a.reduced = reduction == Reduction::None ? nullptr : out.raw_data();
-    loss_kernels(x.device()).cross_entropy_index(a);
+    loss_kernels(x.device()).cross_entropy_index(kernel_context(x.device()), a);
     return out;
 }
 
@@ -188,7 +197,7 @@ Tensor run_ce_prob(const Tensor& x, const Tensor& t, const Tensor& weight, doubl
     }
     a.reduction = reduction;
     a.reduced = reduction == Reduction::None ? nullptr : out.raw_data();
-    loss_kernels(x.device()).cross_entropy_prob(a);
+    loss_kernels(x.device()).cross_entropy_prob(kernel_context(x.device()), a);
     return out;
 }
 
@@ -237,8 +246,13 @@ Tensor finish_pointwise(const char* op, const Tensor& pointwise, Reduction reduc
     Tensor out = pointwise;
     if (reduction != Reduction::None) {
         out = empty({}, like(pointwise));
-        loss_kernels(pointwise.device())
-            .sum(pointwise.dtype(), pointwise.numel(), pointwise.raw_data(), scale, out.raw_data());
+        SumArgs a;
+        a.dtype = pointwise.dtype();
+        a.n = pointwise.numel();
+        a.x = pointwise.raw_data();
+        a.scale = scale;
+        a.out = out.raw_data();
+        loss_kernels(pointwise.device()).sum(kernel_context(pointwise.device()), a);
     }
     if (!gx.defined() && !gt.defined()) return out;
     const int64_t n = pointwise.numel();
@@ -292,15 +306,11 @@ Tensor smooth_targets(const Tensor& target, int64_t num_classes, double label_sm
     const int64_t* y = host.data<int64_t>();
     const int64_t pad = padding_idx.value_or(-1);
     Tensor q = empty({N, K}, {.dtype = dtype});
-    visit_dtype(dtype, [&]<class T>() {
-        if constexpr (!std::is_same_v<T, int64_t>) {
-            const auto sw = detail::smooth_weights<double>(label_smoothing, K, smoothing == Smoothing::OffTarget,
-                                                           pad >= 0);
-            T* out = q.data<T>();
-            for (int64_t i = 0; i < N; ++i)
-                for (int64_t k = 0; k < K; ++k)
-                    out[i * K + k] = static_cast<T>(detail::smooth_target(sw, k, y[i], pad));
-        }
+    visit_dtype<float, double>(dtype, [&]<class T>() {
+        const auto sw = detail::smooth_weights<double>(label_smoothing, K, smoothing == Smoothing::OffTarget, pad >= 0);
+        T* out = q.data<T>();
+        for (int64_t i = 0; i < N; ++i)
+            for (int64_t k = 0; k < K; ++k) out[i * K + k] = static_cast<T>(detail::smooth_target(sw, k, y[i], pad));
     });
     return target.device().is_cpu() ? q : q.to(target.device());
 }
@@ -339,11 +349,19 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& target_in, const NLLLossO
         Tensor rows = empty({N}, like(x));
         Tensor out = result_tensor(rows, reduction);
         if (G) *G = empty({N, K}, like(x));
-        loss_kernels(x.device())
-            .nll_loss(x.dtype(), N, K, x.raw_data(), target.data<int64_t>(),
-                      weight.defined() ? weight.raw_data() : nullptr, options.ignore_index, rows.raw_data(),
-                      G ? G->raw_data() : nullptr, 1.0, reduction,
-                      reduction == Reduction::None ? nullptr : out.raw_data());
+        NllLossArgs a;
+        a.dtype = x.dtype();
+        a.rows = N;
+        a.classes = K;
+        a.log_probs = x.raw_data();
+        a.target = target.data<int64_t>();
+        a.weight = weight.defined() ? weight.raw_data() : nullptr;
+        a.ignore_index = options.ignore_index;
+        a.row_loss = rows.raw_data();
+        a.grad = G ? G->raw_data() : nullptr;
+        a.reduction = reduction;
+        a.reduced = reduction == Reduction::None ? nullptr : out.raw_data();
+        loss_kernels(x.device()).nll_loss(kernel_context(x.device()), a);
         return out;
     };
     if (!autograd::needs_grad({x})) return run(nullptr);
@@ -377,10 +395,17 @@ Tensor kl_div(const Tensor& input_in, const Tensor& target_in, Reduction reducti
     Tensor Gt = gt ? empty(x.shape(), like(x)) : Tensor();
     // Gradients for an upstream gradient of 1: the reduction's factor for reduced losses, 1 per
     // element for None (the upstream gradient then supplies the rest).
-    loss_kernels(x.device())
-        .kl_div(x.dtype(), n, x.raw_data(), t.raw_data(), log_target, pointwise.raw_data(),
-                reduction == Reduction::None ? 1.0 : scale, gx ? Gx.raw_data() : nullptr,
-                gt ? Gt.raw_data() : nullptr);
+    KlDivArgs a;
+    a.dtype = x.dtype();
+    a.n = n;
+    a.input = x.raw_data();
+    a.target = t.raw_data();
+    a.log_target = log_target;
+    a.out = pointwise.raw_data();
+    a.scale = reduction == Reduction::None ? 1.0 : scale;
+    a.grad_input = gx ? Gx.raw_data() : nullptr;
+    a.grad_target = gt ? Gt.raw_data() : nullptr;
+    loss_kernels(x.device()).kl_div(kernel_context(x.device()), a);
     return finish_pointwise(op, pointwise, reduction, scale, x, t, Gx, Gt);
 }
 
@@ -420,11 +445,20 @@ Tensor binary_cross_entropy_with_logits(const Tensor& x_in, const Tensor& t_in, 
     Tensor pointwise = empty(x.shape(), like(x));
     Tensor Gx = gx ? empty(x.shape(), like(x)) : Tensor();
     Tensor Gt = gt ? empty(x.shape(), like(x)) : Tensor();
-    loss_kernels(x.device())
-        .bce_with_logits(x.dtype(), outer, inner, x.raw_data(), t.raw_data(), pw.defined() ? pw.raw_data() : nullptr,
-                         w.defined() ? w.raw_data() : nullptr, o.label_smoothing, pointwise.raw_data(),
-                         o.reduction == Reduction::None ? 1.0 : scale, gx ? Gx.raw_data() : nullptr,
-                         gt ? Gt.raw_data() : nullptr);
+    BceWithLogitsArgs a;
+    a.dtype = x.dtype();
+    a.outer = outer;
+    a.inner = inner;
+    a.input = x.raw_data();
+    a.target = t.raw_data();
+    a.pos_weight = pw.defined() ? pw.raw_data() : nullptr;
+    a.weight = w.defined() ? w.raw_data() : nullptr;
+    a.label_smoothing = o.label_smoothing;
+    a.out = pointwise.raw_data();
+    a.scale = o.reduction == Reduction::None ? 1.0 : scale;
+    a.grad_input = gx ? Gx.raw_data() : nullptr;
+    a.grad_target = gt ? Gt.raw_data() : nullptr;
+    loss_kernels(x.device()).bce_with_logits(kernel_context(x.device()), a);
     return finish_pointwise(op, pointwise, o.reduction == Reduction::BatchMean ? Reduction::Mean : o.reduction, scale,
                             x, t, Gx, Gt);
 }

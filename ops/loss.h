@@ -66,6 +66,11 @@ Tensor smooth_targets(const Tensor& target, int64_t num_classes, double label_sm
 // Computed by a fused one-pass kernel that, when the logits require grad, writes the gradient
 // scale_i·(Σ_k q_ik w_k · p_ij − q_ij w_j) in the same pass. −inf logits (masked classes) are allowed.
 // Returns a 0-d tensor, or [N] for Reduction::None.
+// An index target outside [0, K) that is not ignore_index is an lsg::Error naming the op, the first
+// bad row, its value, K and ignore_index: raised at once for CPU tensors; for CUDA tensors the
+// kernel records it on the device (the op never waits for the GPU) and the next synchronising call
+// raises the same error: item(), a copy to the host (.to(Device::cpu()), to_vector) or
+// lsg::synchronize(device) (core/stream.h). The bad rows count as ignored until then.
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntropyOptions& options = {});
 
 struct NLLLossOptions {
@@ -79,6 +84,8 @@ struct NLLLossOptions {
 // Negative log-likelihood of log-probabilities [N, K] against indices (i64 [N]):
 // loss_i = −w_{y_i}·log_probs[i, y_i]; Mean divides by Σ w_{y_i} over rows that are not ignored;
 // all rows ignored gives 0 (PyTorch: NaN). Returns 0-d, or [N] for None.
+// An out-of-range target is raised as for cross_entropy (at once on the CPU, at the next
+// synchronising call on CUDA).
 Tensor nll_loss(const Tensor& log_probs, const Tensor& target, const NLLLossOptions& options = {});
 
 // KL divergence with `input` log-probabilities and `target` probabilities (log-probabilities with

@@ -76,7 +76,7 @@ struct CeCall {
 
 template <class T>
 bool ce_row_skipped(const CeCall<T>& c, int64_t y) {
-    return y == c.ignore || (c.pad >= 0 && y == c.pad);
+    return detail::index_row_skipped(y, c.ignore, c.pad);
 }
 
 // One row with the shared arithmetic, element by element: the reference and the f64 path.
@@ -336,20 +336,16 @@ void cross_entropy_index_impl(const CrossEntropyIndexArgs& a) {
     c.ignore = a.ignore_index;
     c.sw = detail::smooth_weights<T>(static_cast<T>(a.label_smoothing), K, a.off_target, a.padding_idx >= 0);
     double sum_w = 0.0;
-    for (int64_t k = 0; k < K; ++k)
-        if (k != c.pad) sum_w += w ? static_cast<double>(w[k]) : 1.0;
+    for (int64_t k = 0; k < K; ++k) sum_w += detail::class_mass_term(w, k, c.pad);
     c.sum_w = static_cast<T>(sum_w);
 
     // The Mean denominator from the targets alone, so the gradient can be written in the same pass.
     const bool mean = a.reduction == Reduction::Mean || a.reduction == Reduction::BatchMean;
-    double denom = 1.0;
-    if (mean) {
-        denom = 0.0;
-        for (int64_t i = 0; i < N; ++i)
-            if (!ce_row_skipped(c, a.target[i])) denom += w ? static_cast<double>(w[a.target[i]]) : 1.0;
-    }
-    const double inv = denom != 0.0 ? 1.0 / denom : 0.0;
-    c.scale = static_cast<T>(a.grad_scale * (mean ? inv : 1.0));
+    double denom = 0.0;
+    if (mean)
+        for (int64_t i = 0; i < N; ++i) denom += detail::mean_denominator_term(w, a.target[i], c.ignore, c.pad);
+    const double inv = detail::reduction_scale(mean, denom);
+    c.scale = static_cast<T>(inv);
 
     T* loss = static_cast<T*>(a.row_loss);
     T* lse = static_cast<T*>(a.lse);
@@ -371,7 +367,7 @@ void cross_entropy_index_impl(const CrossEntropyIndexArgs& a) {
             ce_row_portable(c, x + i * K, a.target[i], loss + i, lse ? lse + i : nullptr,
                             grad ? grad + i * K : nullptr);
     });
-    if (a.reduction != Reduction::None) reduce_rows(loss, N, mean ? inv : 1.0, static_cast<T*>(a.reduced));
+    if (a.reduction != Reduction::None) reduce_rows(loss, N, inv, static_cast<T*>(a.reduced));
 }
 
 // ---- probability-target cross-entropy ----------------------------------------------------------
@@ -395,8 +391,8 @@ void cross_entropy_prob_impl(const CrossEntropyProbArgs& a) {
     const T keep = static_cast<T>(1.0 - a.label_smoothing);
     const T spread = static_cast<T>(a.label_smoothing / static_cast<double>(K));
     const bool mean = a.reduction == Reduction::Mean || a.reduction == Reduction::BatchMean;
-    const double inv = mean ? (N > 0 ? 1.0 / static_cast<double>(N) : 0.0) : 1.0;
-    const T scale = static_cast<T>(a.grad_scale * inv);
+    const double inv = detail::reduction_scale(mean, static_cast<double>(N));
+    const T scale = static_cast<T>(inv);
     T* loss = static_cast<T*>(a.row_loss);
     T* lse_out = static_cast<T*>(a.lse);
     T* grad = static_cast<T*>(a.grad);
@@ -440,10 +436,14 @@ void cross_entropy_prob_impl(const CrossEntropyProbArgs& a) {
 // ---- pointwise kernels ---------------------------------------------------------------------------
 
 template <class T>
-void scale_rows_impl(int64_t rows, int64_t cols, const T* G, const T* g, bool per_row, T* out) {
-    for_row_blocks(rows, rows * cols, [&](int64_t r0, int64_t r1) {
+void scale_rows_impl(const ScaleRowsArgs& a) {
+    const T* G = static_cast<const T*>(a.saved_grad);
+    const T* g = static_cast<const T*>(a.upstream);
+    T* out = static_cast<T*>(a.out);
+    const int64_t cols = a.cols;
+    for_row_blocks(a.rows, a.rows * cols, [&](int64_t r0, int64_t r1) {
         for (int64_t i = r0; i < r1; ++i) {
-            const T s = per_row ? g[i] : g[0];
+            const T s = a.per_row ? g[i] : g[0];
             const T* Gi = G + i * cols;
             T* oi = out + i * cols;
 #pragma omp simd
@@ -453,18 +453,22 @@ void scale_rows_impl(int64_t rows, int64_t cols, const T* G, const T* g, bool pe
 }
 
 template <class T>
-void nll_impl(int64_t N, int64_t K, const T* lp, const int64_t* target, const T* w, int64_t ignore, T* loss, T* grad,
-              double grad_scale, Reduction reduction, T* reduced) {
-    const bool mean = reduction == Reduction::Mean || reduction == Reduction::BatchMean;
+void nll_impl(const NllLossArgs& a) {
+    const int64_t N = a.rows, K = a.classes, ignore = a.ignore_index;
+    const T* lp = static_cast<const T*>(a.log_probs);
+    const T* w = static_cast<const T*>(a.weight);
+    const int64_t* target = a.target;
+    T* loss = static_cast<T*>(a.row_loss);
+    T* grad = static_cast<T*>(a.grad);
+    const bool mean = a.reduction == Reduction::Mean || a.reduction == Reduction::BatchMean;
     double denom = 0.0;
-    for (int64_t i = 0; i < N; ++i)
-        if (target[i] != ignore) denom += w ? static_cast<double>(w[target[i]]) : 1.0;
-    const double inv = mean ? (denom != 0.0 ? 1.0 / denom : 0.0) : 1.0;
-    const T scale = static_cast<T>(grad_scale * inv);
+    for (int64_t i = 0; i < N; ++i) denom += detail::mean_denominator_term(w, target[i], ignore, int64_t(-1));
+    const double inv = detail::reduction_scale(mean, denom);
+    const T scale = static_cast<T>(inv);
     for_row_blocks(N, N * K, [&](int64_t r0, int64_t r1) {
         for (int64_t i = r0; i < r1; ++i) {
             const int64_t y = target[i];
-            const bool skip = y == ignore;
+            const bool skip = detail::index_row_skipped(y, ignore, -1);
             const T w_y = skip ? T(0) : (w ? w[y] : T(1));
             loss[i] = skip ? T(0) : -w_y * lp[i * K + y];
             if (grad) {
@@ -473,87 +477,66 @@ void nll_impl(int64_t N, int64_t K, const T* lp, const int64_t* target, const T*
             }
         }
     });
-    if (reduction != Reduction::None) reduce_rows(loss, N, inv, reduced);
+    if (a.reduction != Reduction::None) reduce_rows(loss, N, inv, static_cast<T*>(a.reduced));
 }
 
 template <class T>
-void kl_div_impl(int64_t n, const T* input, const T* target, bool log_target, T* out, T scale, T* gi, T* gt) {
-    for_row_blocks(n, n, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) detail::kl_element(i, input, target, log_target, scale, out, gi, gt);
+void kl_div_impl(const KlDivArgs& a) {
+    const T* input = static_cast<const T*>(a.input);
+    const T* target = static_cast<const T*>(a.target);
+    T* out = static_cast<T*>(a.out);
+    T* gi = static_cast<T*>(a.grad_input);
+    T* gt = static_cast<T*>(a.grad_target);
+    const T scale = static_cast<T>(a.scale);
+    for_row_blocks(a.n, a.n, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) detail::kl_element(i, input, target, a.log_target, scale, out, gi, gt);
     });
 }
 
 template <class T>
-void bce_impl(int64_t outer, int64_t inner, const T* x, const T* t, const T* pw, const T* w, double eps, T* out,
-              T scale, T* gx, T* gt) {
-    const auto sm = detail::binary_smoothing<T>(eps);
-    for_row_blocks(outer, outer * inner, [&](int64_t r0, int64_t r1) {
+void bce_impl(const BceWithLogitsArgs& a) {
+    const T* x = static_cast<const T*>(a.input);
+    const T* t = static_cast<const T*>(a.target);
+    const T* pw = static_cast<const T*>(a.pos_weight);
+    const T* w = static_cast<const T*>(a.weight);
+    T* out = static_cast<T*>(a.out);
+    T* gx = static_cast<T*>(a.grad_input);
+    T* gt = static_cast<T*>(a.grad_target);
+    const T scale = static_cast<T>(a.scale);
+    const int64_t inner = a.inner;
+    const auto sm = detail::binary_smoothing<T>(a.label_smoothing);
+    for_row_blocks(a.outer, a.outer * inner, [&](int64_t r0, int64_t r1) {
         for (int64_t i = r0 * inner; i < r1 * inner; ++i)
             detail::bce_element(i, inner, x, t, pw, w, sm, scale, out, gx, gt);
     });
 }
 
+// Every entry point picks the element type with visit_dtype and runs on the calling thread (the
+// CPU has one stream: the work is done when the call returns).
 class CpuLossKernels final : public LossKernels {
 public:
-    void cross_entropy_index(const CrossEntropyIndexArgs& a) override {
-        if (a.dtype == DType::f64)
-            cross_entropy_index_impl<double>(a);
-        else
-            cross_entropy_index_impl<float>(a);
+    void cross_entropy_index(const KernelContext&, const CrossEntropyIndexArgs& a) override {
+        visit_dtype<float, double>(a.dtype, [&]<class T>() { cross_entropy_index_impl<T>(a); });
     }
-    void cross_entropy_prob(const CrossEntropyProbArgs& a) override {
-        if (a.dtype == DType::f64)
-            cross_entropy_prob_impl<double>(a);
-        else
-            cross_entropy_prob_impl<float>(a);
+    void cross_entropy_prob(const KernelContext&, const CrossEntropyProbArgs& a) override {
+        visit_dtype<float, double>(a.dtype, [&]<class T>() { cross_entropy_prob_impl<T>(a); });
     }
-    void scale_rows(DType dtype, int64_t rows, int64_t cols, const void* G, const void* g, bool per_row,
-                    void* out) override {
-        if (dtype == DType::f64)
-            scale_rows_impl(rows, cols, static_cast<const double*>(G), static_cast<const double*>(g), per_row,
-                            static_cast<double*>(out));
-        else
-            scale_rows_impl(rows, cols, static_cast<const float*>(G), static_cast<const float*>(g), per_row,
-                            static_cast<float*>(out));
+    void scale_rows(const KernelContext&, const ScaleRowsArgs& a) override {
+        visit_dtype<float, double>(a.dtype, [&]<class T>() { scale_rows_impl<T>(a); });
     }
-    void nll_loss(DType dtype, int64_t rows, int64_t classes, const void* lp, const int64_t* target, const void* w,
-                  int64_t ignore, void* row_loss, void* grad, double grad_scale, Reduction reduction,
-                  void* reduced) override {
-        if (dtype == DType::f64)
-            nll_impl(rows, classes, static_cast<const double*>(lp), target, static_cast<const double*>(w), ignore,
-                     static_cast<double*>(row_loss), static_cast<double*>(grad), grad_scale, reduction,
-                     static_cast<double*>(reduced));
-        else
-            nll_impl(rows, classes, static_cast<const float*>(lp), target, static_cast<const float*>(w), ignore,
-                     static_cast<float*>(row_loss), static_cast<float*>(grad), grad_scale, reduction,
-                     static_cast<float*>(reduced));
+    void nll_loss(const KernelContext&, const NllLossArgs& a) override {
+        visit_dtype<float, double>(a.dtype, [&]<class T>() { nll_impl<T>(a); });
     }
-    void sum(DType dtype, int64_t n, const void* x, double scale, void* out) override {
-        if (dtype == DType::f64)
-            reduce_rows(static_cast<const double*>(x), n, scale, static_cast<double*>(out));
-        else
-            reduce_rows(static_cast<const float*>(x), n, scale, static_cast<float*>(out));
+    void sum(const KernelContext&, const SumArgs& a) override {
+        visit_dtype<float, double>(a.dtype, [&]<class T>() {
+            reduce_rows(static_cast<const T*>(a.x), a.n, a.scale, static_cast<T*>(a.out));
+        });
     }
-    void kl_div(DType dtype, int64_t n, const void* input, const void* target, bool log_target, void* out,
-                double scale, void* gi, void* gt) override {
-        if (dtype == DType::f64)
-            kl_div_impl(n, static_cast<const double*>(input), static_cast<const double*>(target), log_target,
-                        static_cast<double*>(out), scale, static_cast<double*>(gi), static_cast<double*>(gt));
-        else
-            kl_div_impl(n, static_cast<const float*>(input), static_cast<const float*>(target), log_target,
-                        static_cast<float*>(out), static_cast<float>(scale), static_cast<float*>(gi),
-                        static_cast<float*>(gt));
+    void kl_div(const KernelContext&, const KlDivArgs& a) override {
+        visit_dtype<float, double>(a.dtype, [&]<class T>() { kl_div_impl<T>(a); });
     }
-    void bce_with_logits(DType dtype, int64_t outer, int64_t inner, const void* x, const void* t, const void* pw,
-                         const void* w, double eps, void* out, double scale, void* gx, void* gt) override {
-        if (dtype == DType::f64)
-            bce_impl(outer, inner, static_cast<const double*>(x), static_cast<const double*>(t),
-                     static_cast<const double*>(pw), static_cast<const double*>(w), eps, static_cast<double*>(out),
-                     scale, static_cast<double*>(gx), static_cast<double*>(gt));
-        else
-            bce_impl(outer, inner, static_cast<const float*>(x), static_cast<const float*>(t),
-                     static_cast<const float*>(pw), static_cast<const float*>(w), eps, static_cast<float*>(out),
-                     static_cast<float>(scale), static_cast<float*>(gx), static_cast<float*>(gt));
+    void bce_with_logits(const KernelContext&, const BceWithLogitsArgs& a) override {
+        visit_dtype<float, double>(a.dtype, [&]<class T>() { bce_impl<T>(a); });
     }
 };
 
@@ -562,11 +545,6 @@ public:
 LossKernels& cpu_loss_kernels() {
     static CpuLossKernels kernels;
     return kernels;
-}
-
-LossKernels& loss_kernels(Device device) {
-    if (device.is_cuda()) return cuda_loss_kernels();
-    return cpu_loss_kernels();
 }
 
 }  // namespace lsg

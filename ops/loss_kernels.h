@@ -1,15 +1,17 @@
-// The loss layer's device dispatch: a table of raw-pointer kernels per device, as core/backend.h
-// does for the tensor ops. The CPU table is in ops/loss_cpu.cpp, the CUDA one in cuda/ (or the
-// CPU-only stub, which throws "built without CUDA"). Kernels compute only: ops/loss.cpp has checked
-// shapes, dtypes and devices, allocated contiguous outputs and records autograd. It checks the range
-// of CPU class targets too; the CUDA kernels check theirs on the device (a bad row is skipped, then
-// reported with fail_target_out_of_range after the kernels), so targets never travel to the host.
-// Pointers are device pointers of the tensors' device; `dtype` (f32 or f64) types every floating
-// buffer of one call.
+// The loss layer's kernel table: raw-pointer kernels, one argument struct per kernel, registered per
+// device in its Backend (core/backend.h): the CPU table by ops/ (ops/loss_cpu.cpp), the CUDA one by
+// cuda/. Kernels compute only: ops/loss.cpp has checked shapes, dtypes and devices, allocated
+// contiguous outputs and records autograd. It checks the range of CPU class targets too; the CUDA
+// kernels check theirs on the device (a bad row is skipped and recorded there, then raised with
+// fail_target_out_of_range at the next synchronising call), so targets never travel to the host and
+// the op never waits. Every kernel is called with the op's KernelContext and issues its work on its
+// stream. Pointers are device pointers of ctx's device; `dtype` (f32 or f64) types every floating
+// buffer of one call. Internal to lsgrad: not installed.
 #pragma once
 
 #include <cstdint>
 
+#include "lsgrad/core/backend.h"
 #include "lsgrad/core/dtype.h"
 #include "lsgrad/ops/loss.h"
 
@@ -30,13 +32,14 @@ struct CrossEntropyIndexArgs {
     int64_t ignore_index = -100;
     void* row_loss = nullptr;  // out [rows]: loss_i (0 for ignored and padding rows)
     void* lse = nullptr;       // out [rows] or null: lse_i = log Σ_k e^{x_ik}
-    // out [rows, classes] or null: grad_scale·(W_i·p_ij − q_ij·w_j), 0 for ignored rows. Written in
-    // the pass that computes the row's lse, while the row is still in cache.
+    // out [rows, classes] or null: s·(W_i·p_ij − q_ij·w_j), 0 for ignored rows, with s the
+    // reduction's scale (1/D for Mean, else 1). Written in the pass that computes the row's lse,
+    // while the row is still in cache.
     void* grad = nullptr;
-    double grad_scale = 1.0;
     // None: only row_loss. Sum: *reduced = Σ_i loss_i. Mean (or BatchMean): *reduced =
-    // Σ_i loss_i / D and the gradient scale divided by D, D = Σ w_{y_i} over the rows that are
-    // neither ignored nor padding (their count without weights); D = 0 gives 0 and zero gradients.
+    // Σ_i loss_i / D and the gradient scaled by 1/D, D = Σ w_{y_i} over the rows that are
+    // neither ignored nor padding (their count without weights; detail::mean_denominator in
+    // ops/loss_math.h); D = 0 gives 0 and zero gradients.
     // The kernel computes D itself, so no host round trip is needed. Sums run in double, in row
     // order: bit-identical results at a fixed thread count.
     Reduction reduction = Reduction::None;
@@ -45,7 +48,7 @@ struct CrossEntropyIndexArgs {
 
 // Cross-entropy against probability targets: t'_ik = t_ik·(1 − ε) + ε/K,
 // loss_i = Σ_k w_k·t'_ik·(lse_i − x_ik) (a zero t' contributes 0 even where x = −inf);
-// grad_ij = grad_scale·(W_i·p_ij − w_j·t'_ij) with W_i = Σ_k w_k·t'_ik.
+// grad_ij = s·(W_i·p_ij − w_j·t'_ij) with W_i = Σ_k w_k·t'_ik and s the reduction's scale.
 struct CrossEntropyProbArgs {
     DType dtype = DType::f32;
     int64_t rows = 0;
@@ -57,12 +60,83 @@ struct CrossEntropyProbArgs {
     void* row_loss = nullptr;  // out [rows]
     void* lse = nullptr;       // out [rows] or null
     void* grad = nullptr;      // out [rows, classes] or null
-    double grad_scale = 1.0;
-    // out [rows, classes] or null: ∂loss_i/∂t_ij = −grad_scale·(1 − ε)·w_j·(x_ij − lse_i).
+    // out [rows, classes] or null: ∂loss_i/∂t_ij = −s·(1 − ε)·w_j·(x_ij − lse_i).
     void* grad_target = nullptr;
     // As for index targets, except that Mean divides by rows.
     Reduction reduction = Reduction::None;
     void* reduced = nullptr;
+};
+
+// NLL of log-probabilities lp [rows, classes]: loss_i = −w_{y_i}·lp[i, y_i] (0 for ignored rows);
+// grad (or null) [rows, classes] gets −s·w_{y_i} at (i, y_i), 0 elsewhere. Reductions as for
+// CrossEntropyIndexArgs (Mean divides by Σ w_{y_i} over the rows that are not ignored).
+struct NllLossArgs {
+    DType dtype = DType::f32;
+    int64_t rows = 0;
+    int64_t classes = 0;
+    const void* log_probs = nullptr;  // [rows, classes]
+    const int64_t* target = nullptr;  // [rows], each in [0, classes) or ignore_index
+    const void* weight = nullptr;     // [classes] or null
+    int64_t ignore_index = -100;
+    void* row_loss = nullptr;  // out [rows]
+    void* grad = nullptr;      // out [rows, classes] or null
+    Reduction reduction = Reduction::None;
+    void* reduced = nullptr;  // out, one element
+};
+
+// Backward of a fused loss from its saved gradient G [rows, cols]: out_ij = G_ij·g_i (per_row: g
+// has `rows` entries) or G_ij·g_0 (g a single element). g is read on the device: no host wait.
+struct ScaleRowsArgs {
+    DType dtype = DType::f32;
+    int64_t rows = 0;
+    int64_t cols = 0;
+    const void* saved_grad = nullptr;  // G [rows, cols]
+    const void* upstream = nullptr;    // g [rows] or [1]
+    bool per_row = false;
+    void* out = nullptr;  // [rows, cols]
+};
+
+// *out = scale·Σ_i x_i, summed in double in index order.
+struct SumArgs {
+    DType dtype = DType::f32;
+    int64_t n = 0;
+    const void* x = nullptr;  // [n]
+    double scale = 1.0;
+    void* out = nullptr;  // one element
+};
+
+// KL divergence pointwise over n elements: out = kl_point (or kl_point_log_target); when
+// grad_input / grad_target are non-null also their derivatives times `scale` (a single factor for
+// the reduction), see ops/loss_math.h.
+struct KlDivArgs {
+    DType dtype = DType::f32;
+    int64_t n = 0;
+    const void* input = nullptr;   // [n]
+    const void* target = nullptr;  // [n]
+    bool log_target = false;
+    void* out = nullptr;  // [n]
+    double scale = 1.0;
+    void* grad_input = nullptr;   // [n] or null
+    void* grad_target = nullptr;  // [n] or null
+};
+
+// Binary cross-entropy with logits over x, t [outer, inner]: t' = t(1 − ε) + ε/2,
+// out = w·bce_point(x, t', pw) with pw = pos_weight[j % inner] (1 when null) and w = weight[i]
+// (1 when null; weight already broadcast to [outer, inner]); gradients times `scale` when
+// requested (grad_target with the (1 − ε) of the smoothing).
+struct BceWithLogitsArgs {
+    DType dtype = DType::f32;
+    int64_t outer = 0;
+    int64_t inner = 0;
+    const void* input = nullptr;       // x [outer, inner]
+    const void* target = nullptr;      // t [outer, inner]
+    const void* pos_weight = nullptr;  // [inner] or null
+    const void* weight = nullptr;      // [outer, inner] or null
+    double label_smoothing = 0.0;
+    void* out = nullptr;  // [outer, inner]
+    double scale = 1.0;
+    void* grad_input = nullptr;   // [outer, inner] or null
+    void* grad_target = nullptr;  // [outer, inner] or null
 };
 
 class LossKernels {
@@ -71,44 +145,24 @@ public:
 
     // The fused index-target cross-entropy: one pass per row computes max, Σ e^x, Σ w·x and x_y
     // online, then (when args.grad is set) writes the row's gradient while it is in cache.
-    virtual void cross_entropy_index(const CrossEntropyIndexArgs& args) = 0;
+    virtual void cross_entropy_index(const KernelContext& ctx, const CrossEntropyIndexArgs& args) = 0;
     // The probability-target cross-entropy (two passes per row: lse, then loss and gradients).
-    virtual void cross_entropy_prob(const CrossEntropyProbArgs& args) = 0;
-    // Backward of a fused loss from its saved gradient G [rows, cols]:
-    // out_ij = G_ij·g_i (per_row: g has `rows` entries) or G_ij·g_0 (g a single element).
-    virtual void scale_rows(DType dtype, int64_t rows, int64_t cols, const void* saved_grad,
-                            const void* upstream, bool per_row, void* out) = 0;
-    // NLL of log-probabilities lp [rows, classes]: loss_i = −w_{y_i}·lp[i, y_i] (0 for ignored rows);
-    // grad (or null) [rows, classes] gets −grad_scale·w_{y_i} at (i, y_i), 0 elsewhere. Reductions
-    // as for cross_entropy_index (Mean divides by Σ w_{y_i} over rows that are not ignored).
-    virtual void nll_loss(DType dtype, int64_t rows, int64_t classes, const void* log_probs, const int64_t* target,
-                          const void* weight, int64_t ignore_index, void* row_loss, void* grad, double grad_scale,
-                          Reduction reduction, void* reduced) = 0;
-    // *out = scale·Σ_i x_i, summed in double in index order.
-    virtual void sum(DType dtype, int64_t n, const void* x, double scale, void* out) = 0;
-    // KL divergence pointwise over n elements: out = kl_point (or kl_point_log_target); when
-    // grad_input / grad_target are non-null also their derivatives times `scale` (a single factor
-    // for the reduction), see ops/loss_math.h.
-    virtual void kl_div(DType dtype, int64_t n, const void* input, const void* target, bool log_target,
-                        void* out, double scale, void* grad_input, void* grad_target) = 0;
-    // Binary cross-entropy with logits over x, t [outer, inner]: t' = t(1 − ε) + ε/2,
-    // out = w·bce_point(x, t', pw) with pw = pos_weight[j % inner] (1 when null) and
-    // w = weight[i] (1 when null; weight already broadcast to [outer, inner]); gradients times
-    // `scale` when requested (grad_t with the (1 − ε) of the smoothing).
-    virtual void bce_with_logits(DType dtype, int64_t outer, int64_t inner, const void* x, const void* t,
-                                 const void* pos_weight, const void* weight, double label_smoothing,
-                                 void* out, double scale, void* grad_x, void* grad_t) = 0;
+    virtual void cross_entropy_prob(const KernelContext& ctx, const CrossEntropyProbArgs& args) = 0;
+    virtual void scale_rows(const KernelContext& ctx, const ScaleRowsArgs& args) = 0;
+    virtual void nll_loss(const KernelContext& ctx, const NllLossArgs& args) = 0;
+    virtual void sum(const KernelContext& ctx, const SumArgs& args) = 0;
+    virtual void kl_div(const KernelContext& ctx, const KlDivArgs& args) = 0;
+    virtual void bce_with_logits(const KernelContext& ctx, const BceWithLogitsArgs& args) = 0;
 };
 
 // Throws the error of a class target outside [0, K) that is not ignore_index, naming its row and
-// value: the one message of the CPU check and the CUDA kernels' report.
+// value: the one message of the CPU check and of the CUDA kernels' deferred report.
 [[noreturn]] void fail_target_out_of_range(const char* op, int64_t row, int64_t value, int64_t K,
                                            int64_t ignore_index);
 
-// The loss kernel table of `device`.
-LossKernels& loss_kernels(Device device);
+// The loss kernel table of `device`, from its Backend.
+inline LossKernels& loss_kernels(Device device) { return kernel_table(device, &Backend::loss, "loss"); }
+// The CPU table (ops/loss_cpu.cpp), which ops/ registers.
 LossKernels& cpu_loss_kernels();
-// Defined in cuda/ (or by the CPU-only stub, which throws "built without CUDA").
-LossKernels& cuda_loss_kernels();
 
 }  // namespace lsg

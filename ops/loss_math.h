@@ -105,6 +105,35 @@ LSG_HD inline T smooth_target(SmoothWeights<T> sw, int64_t k, int64_t y, int64_t
     return k == y ? sw.on : sw.off;
 }
 
+// ---- which rows count: ignore_index, padding, the Mean denominator ----------------------------
+// The rules of every index-target loss (cross-entropy, nll_loss) on both backends. A row whose
+// class is ignore_index or the padding class (pad < 0: none) is skipped: loss 0, gradient 0, and it
+// does not count in the Mean denominator D = Σ w_{y_i} over the rows that are not skipped (their
+// count without weights). D = 0 (every row skipped) gives a loss of 0 and zero gradients, not NaN.
+LSG_HD inline bool index_row_skipped(int64_t y, int64_t ignore_index, int64_t pad) {
+    return y == ignore_index || (pad >= 0 && y == pad);
+}
+
+// Row i's share of D: w_y, or 1 without weights (a skipped row adds 0).
+template <class T>
+LSG_HD inline double mean_denominator_term(const T* w, int64_t y, int64_t ignore_index, int64_t pad) {
+    if (index_row_skipped(y, ignore_index, pad)) return 0.0;
+    return w ? static_cast<double>(w[y]) : 1.0;
+}
+
+// Class k's share of Σ_{k ≠ pad} w_k, the mass the smoothing spreads (K or K − 1 without weights).
+template <class T>
+LSG_HD inline double class_mass_term(const T* w, int64_t k, int64_t pad) {
+    if (k == pad) return 0.0;
+    return w ? static_cast<double>(w[k]) : 1.0;
+}
+
+// The factor of the loss sum and of every gradient: 1/D for Mean (0 when D = 0), 1 otherwise.
+LSG_HD inline double reduction_scale(bool mean, double denominator) {
+    if (!mean) return 1.0;
+    return denominator != 0.0 ? 1.0 / denominator : 0.0;
+}
+
 // ---- cross-entropy of one row against an index target ---------------------------------------
 // loss = Σ_k q_k·w_k·(lse − x_k), computed from row statistics so the row is read once:
 //   loss = (on − off)·w_y·(lse − x_y) + off·(Σw·(lse − c) − Σ_k w_k·(x_k − c)),

@@ -12,7 +12,7 @@
 
 namespace lsg {
 
-void CpuTensorKernels::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+void CpuTensorKernels::gemm(const KernelContext&, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
                             const Tensor& a, int64_t stride_a, const Tensor& b, int64_t stride_b, double beta,
                             Tensor& c, int64_t stride_c, int64_t batch) {
     const int64_t lda = trans_a ? m : k, ldb = trans_b ? k : n;
@@ -58,7 +58,7 @@ Tensor product(const Tensor& a, bool ta, const Tensor& b, bool tb, double beta =
     const int64_t n = tb ? b.size(-2) : b.size(-1);
     if (!c.defined()) c = empty(batched ? Shape{batch, m, n} : Shape{m, n}, {.dtype = a.dtype(), .device = a.device()});
     if (m * n > 0)
-        tensor_kernels(a.device()).gemm(A.trans, B.trans, m, n, k, 1.0, A.t, m * k, B.t, k * n, beta, c, m * n, batch);
+        tensor_kernels(a.device()).gemm(kernel_context(a.device()), A.trans, B.trans, m, n, k, 1.0, A.t, m * k, B.t, k * n, beta, c, m * n, batch);
     return c;
 }
 

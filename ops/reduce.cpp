@@ -17,7 +17,7 @@ namespace lsg {
 
 // ================================ CPU kernels ====================================================
 
-void CpuTensorKernels::reduce(ReduceOp op, const Tensor& x, int64_t outer, int64_t n, int64_t inner, Tensor& out) {
+void CpuTensorKernels::reduce(const KernelContext&, ReduceOp op, const Tensor& x, int64_t outer, int64_t n, int64_t inner, Tensor& out) {
     visit_dtype(x.dtype(), [&]<class T>() {
         const T* xp = static_cast<const T*>(x.raw_data());
         // Columns are processed in blocks so that a [1, N, K] reduction (a bias gradient) still
@@ -75,7 +75,7 @@ void CpuTensorKernels::reduce(ReduceOp op, const Tensor& x, int64_t outer, int64
     });
 }
 
-void CpuTensorKernels::softmax(const Tensor& x, int64_t outer, int64_t n, int64_t inner, bool log, Tensor& out) {
+void CpuTensorKernels::softmax(const KernelContext&, const Tensor& x, int64_t outer, int64_t n, int64_t inner, bool log, Tensor& out) {
     visit_dtype(x.dtype(), [&]<class T>() {
         const T* xp = static_cast<const T*>(x.raw_data());
         T* yp = static_cast<T*>(out.raw_data());
@@ -101,7 +101,7 @@ void CpuTensorKernels::softmax(const Tensor& x, int64_t outer, int64_t n, int64_
     });
 }
 
-void CpuTensorKernels::softmax_backward(const Tensor& grad, const Tensor& y, int64_t outer, int64_t n, int64_t inner,
+void CpuTensorKernels::softmax_backward(const KernelContext&, const Tensor& grad, const Tensor& y, int64_t outer, int64_t n, int64_t inner,
                                         bool log, Tensor& dx) {
     visit_dtype(y.dtype(), [&]<class T>() {
         const T* gp = static_cast<const T*>(grad.raw_data());
@@ -152,7 +152,7 @@ Tensor reduce_dim(ReduceOp op, const char* name, const Tensor& x, int64_t dim, b
     const bool arg = op == ReduceOp::argmax || op == ReduceOp::argmin;
     if (op != ReduceOp::sum) LSG_CHECK_OP(name, n > 0, "cannot reduce an empty dim ", dim, " of shape ", x.shape());
     Tensor out = empty(reduced_shape(x.shape(), dim, keepdim), {.dtype = arg ? DType::i64 : x.dtype(), .device = x.device()});
-    tensor_kernels(x.device()).reduce(op, x.detach().contiguous(), outer, n, inner, out);
+    tensor_kernels(x.device()).reduce(kernel_context(x.device()), op, x.detach().contiguous(), outer, n, inner, out);
     return out;
 }
 
@@ -175,7 +175,7 @@ Tensor extremum_dim(ReduceOp op, const char* name, const Tensor& x, int64_t dim,
             if (shape.empty()) return std::vector<Tensor>{g};
             int64_t outer, n, inner;
             split_at(shape, d, outer, n, inner);
-            tensor_kernels(g.device()).scatter_add(gk.contiguous(), idx, outer, n, 1, inner, dx);
+            tensor_kernels(g.device()).scatter_add(kernel_context(g.device()), gk.contiguous(), idx, outer, n, 1, inner, dx);
             return std::vector<Tensor>{dx};
         });
     }
@@ -184,10 +184,7 @@ Tensor extremum_dim(ReduceOp op, const char* name, const Tensor& x, int64_t dim,
 
 }  // namespace
 
-Tensor sum(const Tensor& x) {
-    if (x.dim() == 0) return x.clone();
-    return sum(x.reshape({-1}), {0}, false);
-}
+Tensor sum(const Tensor& x) { return x.sum(); }
 
 Tensor sum(const Tensor& x, std::vector<int64_t> dims, bool keepdim) {
     dims = normalize_dims("sum", std::move(dims), x.dim());
@@ -205,11 +202,7 @@ Tensor sum(const Tensor& x, std::vector<int64_t> dims, bool keepdim) {
     return out;
 }
 
-Tensor mean(const Tensor& x) {
-    LSG_CHECK(is_floating(x.dtype()), "needs a floating tensor, got ", x.dtype());
-    // An empty tensor gives 0/0 = NaN, as in PyTorch.
-    return sum(x) / static_cast<double>(x.numel());
-}
+Tensor mean(const Tensor& x) { return x.mean(); }
 
 Tensor mean(const Tensor& x, std::vector<int64_t> dims, bool keepdim) {
     LSG_CHECK(is_floating(x.dtype()), "needs a floating tensor, got ", x.dtype());
@@ -218,25 +211,12 @@ Tensor mean(const Tensor& x, std::vector<int64_t> dims, bool keepdim) {
     return sum(x, std::move(dims), keepdim) / static_cast<double>(count);
 }
 
-Tensor Tensor::sum() const { return lsg::sum(*this); }
-Tensor Tensor::mean() const { return lsg::mean(*this); }
 
 Tensor amax(const Tensor& x) { return amax(x.reshape({-1}), 0, false); }
 Tensor amax(const Tensor& x, int64_t dim, bool keepdim) { return extremum_dim(ReduceOp::max, "amax", x, dim, keepdim); }
 Tensor amin(const Tensor& x, int64_t dim, bool keepdim) { return extremum_dim(ReduceOp::min, "amin", x, dim, keepdim); }
 Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) { return reduce_dim(ReduceOp::argmax, "argmax", x, dim, keepdim); }
 Tensor argmin(const Tensor& x, int64_t dim, bool keepdim) { return reduce_dim(ReduceOp::argmin, "argmin", x, dim, keepdim); }
-
-Tensor sum_to(const Tensor& g, const Shape& shape) {
-    if (g.shape() == shape) return g;
-    LSG_CHECK(g.dim() >= static_cast<int64_t>(shape.size()), "cannot sum shape ", g.shape(), " to ", shape);
-    const int64_t lead = g.dim() - static_cast<int64_t>(shape.size());
-    std::vector<int64_t> dims;
-    for (int64_t d = 0; d < g.dim(); ++d)
-        if (d < lead || (shape[d - lead] == 1 && g.shape()[d] != 1)) dims.push_back(d);
-    Tensor out = dims.empty() ? g : sum(g, dims, true);
-    return out.reshape(shape);
-}
 
 namespace {
 Tensor softmax_impl(const char* name, const Tensor& x, int64_t dim, bool log) {
@@ -246,10 +226,10 @@ Tensor softmax_impl(const char* name, const Tensor& x, int64_t dim, bool log) {
     split_at(x.shape(), dim, outer, n, inner);
     Tensor xc = x.detach().contiguous();
     Tensor y = empty_like(xc);
-    tensor_kernels(x.device()).softmax(xc, outer, n, inner, log, y);
+    tensor_kernels(x.device()).softmax(kernel_context(x.device()), xc, outer, n, inner, log, y);
     autograd::record(name, y, {x}, [yd = y.detach(), outer, n, inner, log](const Tensor& g) {
         Tensor dx = empty_like(yd);
-        tensor_kernels(yd.device()).softmax_backward(g.contiguous(), yd, outer, n, inner, log, dx);
+        tensor_kernels(yd.device()).softmax_backward(kernel_context(yd.device()), g.contiguous(), yd, outer, n, inner, log, dx);
         return std::vector<Tensor>{dx};
     });
     return y;

@@ -7,11 +7,12 @@
 
 namespace lsg {
 
-// Σ of all elements (a 0-d tensor), accumulated in double in index order.
+// Σ of all elements (a 0-d tensor), accumulated in double in index order: x.sum(). sum_to, the
+// backward of broadcasting, is in core/tensor.h.
 Tensor sum(const Tensor& x);
 // Σ over `dims` (negative dims count from the end); keepdim leaves them as size 1.
 Tensor sum(const Tensor& x, std::vector<int64_t> dims, bool keepdim = false);
-// Mean of all elements, and over `dims`.
+// Mean of all elements (x.mean()), and over `dims`.
 Tensor mean(const Tensor& x);
 Tensor mean(const Tensor& x, std::vector<int64_t> dims, bool keepdim = false);
 // Largest / smallest element overall (0-d) and along `dim`; the gradient goes to the first
@@ -22,9 +23,6 @@ Tensor amin(const Tensor& x, int64_t dim, bool keepdim = false);
 // Index (i64) of the first largest / smallest element along `dim`.
 Tensor argmax(const Tensor& x, int64_t dim, bool keepdim = false);
 Tensor argmin(const Tensor& x, int64_t dim, bool keepdim = false);
-
-// g summed over the broadcast dims so that it has `shape` (the backward of broadcasting).
-Tensor sum_to(const Tensor& g, const Shape& shape);
 
 // softmax(x)_i = e^{x_i − max} / Σ_j e^{x_j − max} along `dim`.
 Tensor softmax(const Tensor& x, int64_t dim);

@@ -11,19 +11,11 @@ namespace {
 
 class CpuOptimizerKernels final : public OptimizerKernels {
 public:
-    void sgd(const SgdStepArgs& a) override {
-        if (a.dtype == DType::f64) {
-            run_sgd<double>(a);
-        } else {
-            run_sgd<float>(a);
-        }
+    void sgd(const KernelContext&, const SgdStepArgs& a) override {
+        visit_dtype<float, double>(a.dtype, [&]<class T>() { run_sgd<T>(a); });
     }
-    void adam(const AdamStepArgs& a) override {
-        if (a.dtype == DType::f64) {
-            run_adam<double>(a);
-        } else {
-            run_adam<float>(a);
-        }
+    void adam(const KernelContext&, const AdamStepArgs& a) override {
+        visit_dtype<float, double>(a.dtype, [&]<class T>() { run_adam<T>(a); });
     }
 
 private:
@@ -55,14 +47,12 @@ private:
 
 }  // namespace
 
-OptimizerKernels& cpu_optimizer_kernels() {
+namespace detail {
+// Called from the generated lsgrad/backends.cpp (see core/backend.h).
+void register_cpu_optimizers() {
     static CpuOptimizerKernels kernels;
-    return kernels;
+    backend_slot(DeviceType::cpu).optimizer = &kernels;
 }
-
-OptimizerKernels& optimizer_kernels(Device device) {
-    if (device.is_cuda()) return cuda_optimizer_kernels();
-    return cpu_optimizer_kernels();
-}
+}  // namespace detail
 
 }  // namespace lsg

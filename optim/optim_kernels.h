@@ -1,12 +1,13 @@
-// The optimizers' device dispatch, as core/backend.h does for the tensor ops: a table of fused
-// update kernels per device. The CPU table is in optim/optim_kernels.cpp, the CUDA one in cuda/ (or
-// the CPU-only stub, which throws "built without CUDA"). Both run the per-element arithmetic of
-// optim/optim_math.h. Kernels compute only: the optimizer has checked that the buffers are
-// contiguous, of one dtype (f32 or f64) and on one device, and precomputed the step's scalars.
+// The optimizers' kernel table: fused update kernels, registered per device in its Backend
+// (core/backend.h): the CPU table by optim/optim_kernels.cpp, the CUDA one by cuda/. Both run the
+// per-element arithmetic of optim/optim_math.h. Kernels compute only: the optimizer has checked
+// that the buffers are contiguous, of one dtype (f32 or f64) and on one device, and precomputed the
+// step's scalars. Internal to lsgrad: not installed.
 #pragma once
 
 #include <cstdint>
 
+#include "lsgrad/core/backend.h"
 #include "lsgrad/core/dtype.h"
 
 namespace lsg {
@@ -44,15 +45,14 @@ struct AdamStepArgs {
 class OptimizerKernels {
 public:
     virtual ~OptimizerKernels() = default;
-    // Pointers are device pointers of the kernel table's device.
-    virtual void sgd(const SgdStepArgs& args) = 0;
-    virtual void adam(const AdamStepArgs& args) = 0;
+    // Pointers are device pointers of ctx's device; the update is issued on ctx's stream.
+    virtual void sgd(const KernelContext& ctx, const SgdStepArgs& args) = 0;
+    virtual void adam(const KernelContext& ctx, const AdamStepArgs& args) = 0;
 };
 
-// The kernel table of `device`.
-OptimizerKernels& optimizer_kernels(Device device);
-OptimizerKernels& cpu_optimizer_kernels();
-// Defined in cuda/ (or by the CPU-only stub, which throws "built without CUDA").
-OptimizerKernels& cuda_optimizer_kernels();
+// The optimizer kernel table of `device`, from its Backend.
+inline OptimizerKernels& optimizer_kernels(Device device) {
+    return kernel_table(device, &Backend::optimizer, "optimizer");
+}
 
 }  // namespace lsg

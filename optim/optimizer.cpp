@@ -92,7 +92,7 @@ void SGD::step() {
             if (!buf.defined()) buf = empty(p.shape(), {.dtype = p.dtype(), .device = p.device()});
             args.momentum_buffer = buf.raw_data();
         }
-        optimizer_kernels(p.device()).sgd(args);
+        optimizer_kernels(p.device()).sgd(kernel_context(p.device()), args);
     }
 }
 
@@ -146,7 +146,7 @@ void Adam::step() {
         args.decay_factor = decoupled_ ? 1.0 - lr_ * options_.weight_decay : 1.0;
         args.step_size = lr_ / bias_correction1;
         args.bias_correction2_sqrt = std::sqrt(bias_correction2);
-        optimizer_kernels(p.device()).adam(args);
+        optimizer_kernels(p.device()).adam(kernel_context(p.device()), args);
     }
 }
 

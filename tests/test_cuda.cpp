@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "lsgrad/lsgrad.h"
+#include "lsgrad/ops/loss_kernels.h"
+#include "lsgrad/optim/optim_kernels.h"
 #include "test_util.h"
 
 namespace lsg {
@@ -414,6 +416,25 @@ TEST(CudaBackend, AvailabilityAnswersWithoutThrowing) {
 #endif
 }
 
+TEST(CudaBackend, StreamsWithoutDevice) {
+    // The CPU has one stream: new_stream gives it, and a guard changes nothing.
+    const Stream cpu = new_stream(Device::cpu());
+    EXPECT_EQ(cpu.handle, nullptr);
+    {
+        StreamGuard guard(cpu);
+        EXPECT_EQ(current_stream(Device::cpu()), cpu);
+        EXPECT_NO_THROW(synchronize(Device::cpu()));
+    }
+    if (cuda_is_available()) return;
+#ifndef LSGRAD_WITH_CUDA
+    // One error, from the registry, for every use of a backend this build lacks.
+    testing::expect_error([&] { (void)new_stream(Device::cuda()); }, {"cuda:0", "built without CUDA"});
+    testing::expect_error([&] { synchronize(Device::cuda(1)); }, {"cuda:1", "built without CUDA"});
+    testing::expect_error([&] { (void)loss_kernels(Device::cuda()); }, {"built without CUDA"});
+    testing::expect_error([&] { (void)optimizer_kernels(Device::cuda()); }, {"built without CUDA"});
+#endif
+}
+
 TEST(CudaBackend, MovingToCudaWithoutDeviceThrowsTheReason) {
     if (cuda_is_available()) GTEST_SKIP() << "a CUDA device answers";
     Tensor x = ones({2, 3});
@@ -423,14 +444,23 @@ TEST(CudaBackend, MovingToCudaWithoutDeviceThrowsTheReason) {
 
 // ---- what needs a device ----------------------------------------------------------------------------
 
-TEST(CudaLoss, OutOfRangeTargetIsAnErrorNotACrash) {
+TEST(CudaLoss, OutOfRangeTargetIsRaisedAtTheNextSynchronisingCall) {
     LSG_SKIP_WITHOUT_CUDA();
     const Device d = Device::cuda();
     Tensor x = input(d, {4, 10}, 80);
-    testing::expect_error([&] { (void)cross_entropy(x, ints(d, {1, 2, 12, 3})); }, {"target 12 of row 2", "[0, 10)"});
+    // The op does not wait for the device: it returns, and the first synchronising call (item(), a
+    // copy to the host, synchronize) raises the CPU check's message.
+    Tensor loss;
+    ASSERT_NO_THROW(loss = cross_entropy(x, ints(d, {1, 2, 12, 3})));
+    testing::expect_error([&] { (void)loss.item<double>(); }, {"cross_entropy", "target 12 of row 2", "[0, 10)"});
+    Tensor nll;
+    ASSERT_NO_THROW(nll = nll_loss(log_softmax(x, 1), ints(d, {0, 10, 1, 1})));
+    testing::expect_error([&] { synchronize(d); }, {"nll_loss", "target 10 of row 1"});
+    testing::expect_error([&] { (void)cross_entropy(x, ints(d, {-3, 1, 1, 1}), {.reduction = Reduction::None}).to(Device::cpu()); },
+                          {"target -3 of row 0"});
 
-    // The kernel's own check, reached without the op's host-side validation: recorded on the
-    // device, raised after the kernel, and the context stays usable.
+    // The kernel's own check, reached without the op's validation: recorded on the device, raised at
+    // the next synchronisation, once; the device stays usable.
     Tensor y = ints(d, {1, -7, 12, 3});
     Tensor rows = empty({4}, {.device = d}), total = empty({}, {.device = d});
     CrossEntropyIndexArgs a;
@@ -441,9 +471,53 @@ TEST(CudaLoss, OutOfRangeTargetIsAnErrorNotACrash) {
     a.row_loss = rows.raw_data();
     a.reduction = Reduction::Mean;
     a.reduced = total.raw_data();
-    testing::expect_error([&] { cuda_loss_kernels().cross_entropy_index(a); }, {"target -7 of row 1", "[0, 10)"});
-    testing::expect_error([&] { (void)nll_loss(log_softmax(x, 1), ints(d, {0, 10, 1, 1})); }, {"target 10 of row 1"});
+    ASSERT_NO_THROW(loss_kernels(d).cross_entropy_index(kernel_context(d), a));
+    testing::expect_error([&] { synchronize(d); }, {"target -7 of row 1", "[0, 10)"});
+    EXPECT_NO_THROW(synchronize(d));
     EXPECT_NEAR(sum(x).item<double>(), sum(x.to(Device::cpu())).item<double>(), 1e-4);
+}
+
+// Two streams of one device: each runs its own kernels in issue order (a chain of ops, each
+// reading the last one's output, gives the CPU's result), an op issued under a StreamGuard runs on
+// that stream, and work on the second stream that uses the first's result is right once the first
+// is synchronised.
+TEST(CudaStreams, TwoStreamsOfOneDeviceKeepTheirOrder) {
+    LSG_SKIP_WITHOUT_CUDA();
+    const Device d = Device::cuda();
+    const Stream s1 = new_stream(d), s2 = new_stream(d);
+    ASSERT_NE(s1.handle, nullptr);
+    ASSERT_NE(s1.handle, s2.handle);
+    const Tensor x = input(d, {512, 1024}, 3);
+    synchronize(d);
+    auto chain = [](Tensor t, int steps, double scale) {
+        for (int i = 0; i < steps; ++i) t = t * scale + 0.25;
+        return t;
+    };
+    Tensor a, b;
+    {
+        StreamGuard guard(s1);
+        EXPECT_EQ(current_stream(d), s1);
+        a = chain(x, 32, 0.5);
+        {
+            StreamGuard inner(s2);
+            EXPECT_EQ(current_stream(d), s2);
+            b = chain(x, 32, 0.75);
+            synchronize(d);  // s2
+        }
+        EXPECT_EQ(current_stream(d), s1);
+        synchronize(d);  // s1
+    }
+    EXPECT_EQ(current_stream(d).handle, nullptr);
+    const Tensor xc = x.to(Device::cpu());
+    EXPECT_TRUE(allclose(a.to(Device::cpu()), chain(xc, 32, 0.5), 1e-5, 1e-6, true));
+    EXPECT_TRUE(allclose(b.to(Device::cpu()), chain(xc, 32, 0.75), 1e-5, 1e-6, true));
+    Tensor c;
+    {
+        StreamGuard guard(s2);
+        c = a + b;  // a and b are complete: both streams were synchronised above
+        synchronize(d);
+    }
+    EXPECT_TRUE(allclose(c.to(Device::cpu()), chain(xc, 32, 0.5) + chain(xc, 32, 0.75), 1e-5, 1e-6, true));
 }
 
 // The op hands CUDA targets to the kernels unchecked (no copy to the host); the kernels' report is

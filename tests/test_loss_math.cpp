@@ -150,7 +150,7 @@ TEST(LossKernelsCpu, FusedKernelStaysInsideItsBuffers) {
         a.row_loss = loss.data() + guard;
         a.lse = lse.data() + guard;
         a.grad = grad.data() + guard;
-        lsg::cpu_loss_kernels().cross_entropy_index(a);
+        lsg::cpu_loss_kernels().cross_entropy_index(lsg::kernel_context(lsg::Device::cpu()), a);
         for (int64_t i = 0; i < guard; ++i) {
             EXPECT_TRUE(std::isnan(grad[i]) && std::isnan(grad[guard + N * K + i])) << "K = " << K;
             EXPECT_TRUE(std::isnan(loss[i]) && std::isnan(loss[guard + N + i])) << "K = " << K;
@@ -194,7 +194,7 @@ void expect_nan_in_masked_lane_reaches_the_row(int64_t K) {
         a.row_loss = loss.data();
         a.lse = lse.data();
         a.grad = grad.data();
-        lsg::cpu_loss_kernels().cross_entropy_index(a);
+        lsg::cpu_loss_kernels().cross_entropy_index(lsg::kernel_context(lsg::Device::cpu()), a);
         const std::string at = "K = " + std::to_string(K) + ", eps = " + std::to_string(eps);
         for (int64_t i : {0, 4}) {
             EXPECT_TRUE(std::isfinite(lse[i]) && std::isfinite(loss[i])) << at << ", row " << i;

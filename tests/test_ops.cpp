@@ -239,6 +239,9 @@ struct GradCase {
     double shift = 0.0;  // keeps log/sqrt/div inputs away from their poles
 };
 
+// ctest shows a parameter through PrintTo: the case's name, not its bytes.
+void PrintTo(const GradCase& c, std::ostream* os) { *os << c.name; }
+
 class GradCheck : public ::testing::TestWithParam<GradCase> {};
 
 TEST_P(GradCheck, MatchesCentralDifferences) {
