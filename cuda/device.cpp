@@ -135,6 +135,7 @@ struct DeviceState {
     std::unique_ptr<CudaCachingAllocator> allocator;
     TargetError* error_host = nullptr;    // the deferred error record, mapped host memory
     TargetError* error_device = nullptr;  // the same record as the device addresses it
+    int* error_claim = nullptr;           // device memory: 1 once a kernel has claimed the record
 };
 
 // Never destroyed: tensors with static storage duration may give memory back at exit, after the
@@ -160,6 +161,8 @@ DeviceState& state(int device) {
         s.error_host = static_cast<TargetError*>(rec);
         *s.error_host = TargetError{};
         LSG_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&s.error_device), rec, 0));
+        LSG_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&s.error_claim), sizeof(int)));
+        LSG_CUDA_CHECK(cudaMemset(s.error_claim, 0, sizeof(int)));
     });
     return s;
 }
@@ -187,13 +190,19 @@ cublasHandle_t cublas(const KernelContext& ctx) {
     return s.cublas;
 }
 
-TargetError* target_error_record(const KernelContext& ctx) { return state(ctx.device.index).error_device; }
+TargetErrorSlot target_error_slot(const KernelContext& ctx) {
+    DeviceState& s = state(ctx.device.index);
+    return {s.error_claim, s.error_device};
+}
 
 void raise_recorded_error(int index) {
-    volatile TargetError* rec = state(index).error_host;
+    DeviceState& s = state(index);
+    volatile TargetError* rec = s.error_host;
     if (rec->flag == 0) return;
     const TargetError e{1, rec->op, rec->row, rec->value, rec->classes, rec->ignore_index};
     rec->flag = 0;
+    // Releases the claim for the next error (synchronous: the error path only).
+    LSG_CUDA_CHECK(cudaMemset(s.error_claim, 0, sizeof(int)));
     fail_target_out_of_range(e.op, e.row, e.value, e.classes, e.ignore_index);
 }
 

@@ -29,17 +29,23 @@ cudaStream_t stream(const KernelContext& ctx);
 // The cuBLAS handle of ctx's device, bound to stream(ctx).
 cublasHandle_t cublas(const KernelContext& ctx);
 
-// A class-target error that a loss kernel found on the device. Each device has one record, in
-// mapped host memory: the first kernel to find a bad target claims it (flag 0 → 1) and writes the
-// rest, and the next synchronising call on the host (a copy to the host, lsg::synchronize) raises it
-// with fail_target_out_of_range, the CPU check's message, and clears it. No kernel ever waits.
+// A class-target error that a loss kernel found on the device, raised on the host at the next
+// synchronising call (a copy to the host, lsg::synchronize) with fail_target_out_of_range, the CPU
+// check's message, then cleared. No kernel ever waits for it. Each device has one slot: `claim`, an
+// int in device memory that the first kernel to find a bad target takes with atomicCAS (the atomics
+// stay in device memory), and `record`, the device's address of a record in mapped host memory that
+// the claiming thread fills with plain stores, writing `flag` last after a system fence.
 struct TargetError {
     int flag;
     const char* op;  // the op's name: a host string literal, only carried by the device
     long long row, value, classes, ignore_index;
 };
-// The device-side pointer of ctx's device's record.
-TargetError* target_error_record(const KernelContext& ctx);
+struct TargetErrorSlot {
+    int* claim;
+    TargetError* record;
+};
+// The slot of ctx's device.
+TargetErrorSlot target_error_slot(const KernelContext& ctx);
 // After a synchronisation of device `index`: raises the error its kernels recorded, if any.
 void raise_recorded_error(int index);
 

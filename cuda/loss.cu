@@ -215,7 +215,7 @@ struct Aux {
 
 // The bad target the preparing kernel found, and the call it belongs to.
 struct TargetCheck {
-    TargetError* record;  // the device's deferred error record
+    TargetErrorSlot slot;  // the device's deferred error record
     const char* op;
     int64_t ignore;
 };
@@ -249,13 +249,15 @@ __global__ void __launch_bounds__(kPrepThreads) prepare_kernel(int64_t N, int64_
     if (threadIdx.x == 0) {
         aux->inv_denom = detail::reduction_scale(mean, acc.a);
         aux->sum_w = acc.b;
-        if (bad_row != ~0ull && atomicCAS(&check.record->flag, 0, 1) == 0) {
-            check.record->op = check.op;
-            check.record->row = static_cast<long long>(bad_row);
-            check.record->value = static_cast<long long>(target[bad_row]);
-            check.record->classes = static_cast<long long>(K);
-            check.record->ignore_index = static_cast<long long>(ignore);
-            __threadfence_system();
+        if (bad_row != ~0ull && atomicCAS(check.slot.claim, 0, 1) == 0) {
+            TargetError* rec = check.slot.record;
+            rec->op = check.op;
+            rec->row = static_cast<long long>(bad_row);
+            rec->value = static_cast<long long>(target[bad_row]);
+            rec->classes = static_cast<long long>(K);
+            rec->ignore_index = static_cast<long long>(ignore);
+            __threadfence_system();  // the fields reach the host before the flag
+            *static_cast<volatile int*>(&rec->flag) = 1;
         }
     }
 }
@@ -427,7 +429,7 @@ bool is_mean(Reduction r) { return r == Reduction::Mean || r == Reduction::Batch
 template <class T>
 void prepare(cudaStream_t s, const KernelContext& ctx, const char* op, Aux* aux, int64_t N, int64_t K,
              const int64_t* target, const T* w, int64_t pad, int64_t ignore, bool mean) {
-    const TargetCheck check{target_error_record(ctx), op, ignore};
+    const TargetCheck check{target_error_slot(ctx), op, ignore};
     prepare_kernel<<<1, kPrepThreads, 0, s>>>(N, K, target, w, pad, mean, check, aux);
     LSG_CUDA_CHECK_LAUNCH();
 }
