@@ -416,6 +416,31 @@ TEST(CudaBackend, AvailabilityAnswersWithoutThrowing) {
 #endif
 }
 
+// The registry: the CPU backend has every table registered (from ops/ and optim/), a missing
+// table is an error naming it, and a dtype a kernel was not instantiated for is refused by name.
+TEST(Backend, CpuRegistersEveryTableAndAMissingOneIsNamed) {
+    const Backend& cpu = backend(Device::cpu());
+    EXPECT_NE(cpu.runtime, nullptr);
+    EXPECT_NE(cpu.tensor, nullptr);
+    EXPECT_NE(cpu.loss, nullptr);
+    EXPECT_NE(cpu.optimizer, nullptr);
+    EXPECT_EQ(&loss_kernels(Device::cpu()), &cpu_loss_kernels());
+
+    Backend& slot = detail::backend_slot(DeviceType::cpu);
+    LossKernels* const saved = slot.loss;
+    slot.loss = nullptr;
+    const Tensor x = ones({2, 3}), y = from_vector(std::vector<int64_t>{0, 2});
+    testing::expect_error([&] { (void)cross_entropy(x, y); }, {"the backend of cpu has no loss kernels"});
+    slot.loss = saved;
+    EXPECT_NEAR(cross_entropy(x, y).item<double>(), std::log(3.0), 1e-6);
+
+    testing::expect_error([] { visit_dtype<float, double>(DType::i64, []<class T>() {}); },
+                          {"visit_dtype", "float32, float64", "int64"});
+    EXPECT_EQ(visit_dtype(DType::i64, []<class T>() { return sizeof(T); }), 8u);
+    const DType f64 = visit_dtype<float, double>(DType::f64, []<class T>() { return dtype_of<T>(); });
+    EXPECT_EQ(f64, DType::f64);
+}
+
 TEST(CudaBackend, StreamsWithoutDevice) {
     // The CPU has one stream: new_stream gives it, and a guard changes nothing.
     const Stream cpu = new_stream(Device::cpu());
