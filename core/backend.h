@@ -72,8 +72,8 @@ public:
     // out = op(x) elementwise; x and out contiguous, same shape and floating dtype.
     virtual void unary(const KernelContext& ctx, UnaryOp op, const Tensor& x, Tensor& out, double a, double b) = 0;
     // dx = grad · op'(x) where y = op(x); all contiguous, same shape.
-    virtual void unary_backward(const KernelContext& ctx, UnaryOp op, const Tensor& grad, const Tensor& x, const Tensor& y,
-                                Tensor& dx, double a, double b) = 0;
+    virtual void unary_backward(const KernelContext& ctx, UnaryOp op, const Tensor& grad, const Tensor& x,
+                                const Tensor& y, Tensor& dx, double a, double b) = 0;
     // out = a op b; a and b are views expanded to out's shape; comparisons give 1 or 0.
     virtual void binary(const KernelContext& ctx, BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) = 0;
     // out = cond != 0 ? a : b; all three views expanded to out's shape.
@@ -81,19 +81,21 @@ public:
 
     // Reduces the middle dim of contiguous x viewed as [outer, n, inner] into out [outer, inner]
     // (i64 for arg reductions). Sums accumulate in double, in index order.
-    virtual void reduce(const KernelContext& ctx, ReduceOp op, const Tensor& x, int64_t outer, int64_t n, int64_t inner, Tensor& out) = 0;
+    virtual void reduce(const KernelContext& ctx, ReduceOp op, const Tensor& x, int64_t outer, int64_t n, int64_t inner,
+                        Tensor& out) = 0;
     // Softmax (or log-softmax) over the middle dim of contiguous [outer, n, inner].
-    virtual void softmax(const KernelContext& ctx, const Tensor& x, int64_t outer, int64_t n, int64_t inner, bool log, Tensor& out) = 0;
+    virtual void softmax(const KernelContext& ctx, const Tensor& x, int64_t outer, int64_t n, int64_t inner, bool log,
+                         Tensor& out) = 0;
     // dx from grad and the forward's output y: y·(g − Σ g·y), or g − e^y·Σ g for log-softmax.
-    virtual void softmax_backward(const KernelContext& ctx, const Tensor& grad, const Tensor& y, int64_t outer, int64_t n,
-                                  int64_t inner, bool log, Tensor& dx) = 0;
+    virtual void softmax_backward(const KernelContext& ctx, const Tensor& grad, const Tensor& y, int64_t outer,
+                                  int64_t n, int64_t inner, bool log, Tensor& dx) = 0;
 
     // out[o, j, i] = x[o, index[o, j, i], i]; x is [outer, n, inner], index and out [outer, m, inner].
-    virtual void gather(const KernelContext& ctx, const Tensor& x, const Tensor& index, int64_t outer, int64_t n, int64_t m,
-                        int64_t inner, Tensor& out) = 0;
+    virtual void gather(const KernelContext& ctx, const Tensor& x, const Tensor& index, int64_t outer, int64_t n,
+                        int64_t m, int64_t inner, Tensor& out) = 0;
     // dx[o, index[o, j, i], i] += grad[o, j, i]; dx zero-initialised by the caller.
-    virtual void scatter_add(const KernelContext& ctx, const Tensor& grad, const Tensor& index, int64_t outer, int64_t n,
-                             int64_t m, int64_t inner, Tensor& dx) = 0;
+    virtual void scatter_add(const KernelContext& ctx, const Tensor& grad, const Tensor& index, int64_t outer,
+                             int64_t n, int64_t m, int64_t inner, Tensor& dx) = 0;
     // out[o, j, i] = x[o, index[j], i]; index is [m].
     virtual void index_select(const KernelContext& ctx, const Tensor& x, const Tensor& index, int64_t outer, int64_t n,
                               int64_t m, int64_t inner, Tensor& out) = 0;
@@ -104,8 +106,8 @@ public:
     // C[b] = alpha·op(A[b])·op(B[b]) + beta·C[b] for b < batch, row-major contiguous matrices;
     // op(A) is m×k (A stored k×m when trans_a), op(B) k×n. Batch strides in elements (0 repeats
     // the matrix). beta == 0 ignores C's old contents.
-    virtual void gemm(const KernelContext& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
-                      const Tensor& a, int64_t stride_a, const Tensor& b, int64_t stride_b, double beta,
+    virtual void gemm(const KernelContext& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                      double alpha, const Tensor& a, int64_t stride_a, const Tensor& b, int64_t stride_b, double beta,
                       Tensor& c, int64_t stride_c, int64_t batch) = 0;
 
     // cols [N, C·kh·kw, oh·ow] from x [N, C, H, W] (zero padding; see detail::col_offset in
@@ -114,17 +116,20 @@ public:
     virtual void col2im(const KernelContext& ctx, const Tensor& cols, const Window2d& g, Tensor& dx) = 0;
     // out [N, C, oh, ow] = window max (padding counts as -inf); argmax holds the flat input
     // index h·W + w of each max for the backward.
-    virtual void max_pool2d(const KernelContext& ctx, const Tensor& x, const Window2d& g, Tensor& out, Tensor& argmax) = 0;
-    virtual void max_pool2d_backward(const KernelContext& ctx, const Tensor& grad, const Tensor& argmax, const Window2d& g, Tensor& dx) = 0;
+    virtual void max_pool2d(const KernelContext& ctx, const Tensor& x, const Window2d& g, Tensor& out,
+                            Tensor& argmax) = 0;
+    virtual void max_pool2d_backward(const KernelContext& ctx, const Tensor& grad, const Tensor& argmax,
+                                     const Window2d& g, Tensor& dx) = 0;
     // out = x·mask/(1−p), mask[i] = 1 with probability 1−p from Philox(seed, offset + i), so both
     // devices draw the same mask.
-    virtual void dropout(const KernelContext& ctx, const Tensor& x, double p, uint64_t seed, uint64_t offset, Tensor& out, Tensor& mask) = 0;
+    virtual void dropout(const KernelContext& ctx, const Tensor& x, double p, uint64_t seed, uint64_t offset,
+                         Tensor& out, Tensor& mask) = 0;
     // Uniform [0,1) (normal = false) or standard normal draws from Philox(seed, offset + i).
     virtual void random(const KernelContext& ctx, Tensor& out, bool normal, uint64_t seed, uint64_t offset) = 0;
 };
 
-class LossKernels;        // ops/loss_kernels.h
-class OptimizerKernels;   // optim/optim_kernels.h
+class LossKernels;       // ops/loss_kernels.h
+class OptimizerKernels;  // optim/optim_kernels.h
 
 // The runtime side of a backend: its devices, their memory and streams.
 class DeviceRuntime {
@@ -163,9 +168,7 @@ Table& kernel_table(Device device, Table* Backend::*member, const char* what) {
 }
 
 // The tensor kernel table of `device`.
-inline TensorKernels& tensor_kernels(Device device) {
-    return kernel_table(device, &Backend::tensor, "tensor");
-}
+inline TensorKernels& tensor_kernels(Device device) { return kernel_table(device, &Backend::tensor, "tensor"); }
 
 namespace detail {
 // The slot a registration function fills (no registration is triggered).

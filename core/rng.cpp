@@ -39,7 +39,8 @@ Tensor random_tensor(const Shape& shape, TensorOptions options, Generator& gen, 
     const bool rg = options.requires_grad;
     options.requires_grad = false;
     Tensor t = empty(shape, options);
-    tensor_kernels(options.device).random(kernel_context(options.device), t, normal, gen.seed(), gen.advance(static_cast<uint64_t>(t.numel())));
+    tensor_kernels(options.device)
+        .random(kernel_context(options.device), t, normal, gen.seed(), gen.advance(static_cast<uint64_t>(t.numel())));
     if (rg) t.requires_grad_();
     return t;
 }

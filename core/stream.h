@@ -36,8 +36,8 @@ public:
     StreamGuard& operator=(const StreamGuard&) = delete;
 
 private:
-    Stream previous_;     // the thread's guarded stream of this device type before the guard
-    bool was_guarded_;    // whether there was one
+    Stream previous_;   // the thread's guarded stream of this device type before the guard
+    bool was_guarded_;  // whether there was one
     DeviceType type_;
 };
 

@@ -454,7 +454,8 @@ Tensor sum_to(const Tensor& g, const Shape& shape) {
         const int64_t n = kept[d];
         kept[d] = 1;
         Tensor r = empty(kept, {.dtype = g.dtype(), .device = g.device()});
-        tensor_kernels(g.device()).reduce(kernel_context(g.device()), ReduceOp::sum, out.contiguous(), outer, n, inner, r);
+        tensor_kernels(g.device())
+            .reduce(kernel_context(g.device()), ReduceOp::sum, out.contiguous(), outer, n, inner, r);
         out = r;
     }
     return out.reshape(shape);

@@ -116,7 +116,8 @@ void CudaTensorKernels::col2im(const KernelContext& ctx, const Tensor& cols, con
     LSG_CUDA_CHECK_LAUNCH();
 }
 
-void CudaTensorKernels::max_pool2d(const KernelContext& ctx, const Tensor& x, const Window2d& g, Tensor& out, Tensor& argmax) {
+void CudaTensorKernels::max_pool2d(const KernelContext& ctx, const Tensor& x, const Window2d& g, Tensor& out,
+                                   Tensor& argmax) {
     const int64_t total = out.numel();
     if (total == 0) return;
     cudaStream_t s = cuda::stream(ctx);
@@ -127,7 +128,8 @@ void CudaTensorKernels::max_pool2d(const KernelContext& ctx, const Tensor& x, co
     LSG_CUDA_CHECK_LAUNCH();
 }
 
-void CudaTensorKernels::max_pool2d_backward(const KernelContext& ctx, const Tensor& grad, const Tensor& argmax, const Window2d& g, Tensor& dx) {
+void CudaTensorKernels::max_pool2d_backward(const KernelContext& ctx, const Tensor& grad, const Tensor& argmax,
+                                            const Window2d& g, Tensor& dx) {
     const int64_t total = dx.numel();
     if (total == 0) return;
     cudaStream_t s = cuda::stream(ctx);

@@ -1,6 +1,8 @@
 // The CUDA backend: its runtime (whether a device answers, each device's stream, cuBLAS handle,
 // caching allocator and deferred error record), the error reports of failed calls, and its
 // registration in the backend registry (core/backend.h).
+#include "device.h"
+
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -11,7 +13,6 @@
 #include <vector>
 
 #include "cuda_check.h"
-#include "device.h"
 #include "lsgrad/core/allocator.h"
 #include "lsgrad/core/block_cache.h"
 #include "lsgrad/core/error.h"

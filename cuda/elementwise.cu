@@ -159,8 +159,8 @@ void CudaTensorKernels::unary(const KernelContext& ctx, UnaryOp op, const Tensor
     LSG_CUDA_CHECK_LAUNCH();
 }
 
-void CudaTensorKernels::unary_backward(const KernelContext& ctx, UnaryOp op, const Tensor& grad, const Tensor& x, const Tensor& y, Tensor& dx,
-                                       double a, double b) {
+void CudaTensorKernels::unary_backward(const KernelContext& ctx, UnaryOp op, const Tensor& grad, const Tensor& x,
+                                       const Tensor& y, Tensor& dx, double a, double b) {
     const int64_t n = x.numel();
     if (n == 0) return;
     cudaStream_t s = cuda::stream(ctx);
@@ -185,7 +185,8 @@ void CudaTensorKernels::binary(const KernelContext& ctx, BinaryOp op, const Tens
     LSG_CUDA_CHECK_LAUNCH();
 }
 
-void CudaTensorKernels::where(const KernelContext& ctx, const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) {
+void CudaTensorKernels::where(const KernelContext& ctx, const Tensor& cond, const Tensor& a, const Tensor& b,
+                              Tensor& out) {
     const int64_t n = out.numel();
     if (n == 0) return;
     cudaStream_t s = cuda::stream(ctx);
@@ -210,7 +211,8 @@ void CudaTensorKernels::random(const KernelContext& ctx, Tensor& out, bool norma
     LSG_CUDA_CHECK_LAUNCH();
 }
 
-void CudaTensorKernels::dropout(const KernelContext& ctx, const Tensor& x, double p, uint64_t seed, uint64_t offset, Tensor& out, Tensor& mask) {
+void CudaTensorKernels::dropout(const KernelContext& ctx, const Tensor& x, double p, uint64_t seed, uint64_t offset,
+                                Tensor& out, Tensor& mask) {
     const int64_t n = x.numel();
     if (n == 0) return;
     cudaStream_t s = cuda::stream(ctx);

@@ -60,8 +60,8 @@ __global__ void index_add_kernel(const T* grad, const int64_t* index, int64_t ou
 using cuda::blocks_for;
 using cuda::kBlock;
 
-void CudaTensorKernels::gather(const KernelContext& ctx, const Tensor& x, const Tensor& index, int64_t outer, int64_t n, int64_t m, int64_t inner,
-                               Tensor& out) {
+void CudaTensorKernels::gather(const KernelContext& ctx, const Tensor& x, const Tensor& index, int64_t outer, int64_t n,
+                               int64_t m, int64_t inner, Tensor& out) {
     if (outer * m * inner == 0) return;
     cudaStream_t s = cuda::stream(ctx);
     visit_dtype(x.dtype(), [&]<class T>() {
@@ -71,8 +71,8 @@ void CudaTensorKernels::gather(const KernelContext& ctx, const Tensor& x, const 
     LSG_CUDA_CHECK_LAUNCH();
 }
 
-void CudaTensorKernels::scatter_add(const KernelContext& ctx, const Tensor& grad, const Tensor& index, int64_t outer, int64_t n, int64_t m,
-                                    int64_t inner, Tensor& dx) {
+void CudaTensorKernels::scatter_add(const KernelContext& ctx, const Tensor& grad, const Tensor& index, int64_t outer,
+                                    int64_t n, int64_t m, int64_t inner, Tensor& dx) {
     if (outer * m * inner == 0) return;
     cudaStream_t s = cuda::stream(ctx);
     visit_dtype(grad.dtype(), [&]<class T>() {
@@ -83,8 +83,8 @@ void CudaTensorKernels::scatter_add(const KernelContext& ctx, const Tensor& grad
     LSG_CUDA_CHECK_LAUNCH();
 }
 
-void CudaTensorKernels::index_select(const KernelContext& ctx, const Tensor& x, const Tensor& index, int64_t outer, int64_t n, int64_t m,
-                                     int64_t inner, Tensor& out) {
+void CudaTensorKernels::index_select(const KernelContext& ctx, const Tensor& x, const Tensor& index, int64_t outer,
+                                     int64_t n, int64_t m, int64_t inner, Tensor& out) {
     if (outer * m * inner == 0) return;
     cudaStream_t s = cuda::stream(ctx);
     visit_dtype(x.dtype(), [&]<class T>() {
@@ -94,8 +94,8 @@ void CudaTensorKernels::index_select(const KernelContext& ctx, const Tensor& x, 
     LSG_CUDA_CHECK_LAUNCH();
 }
 
-void CudaTensorKernels::index_add(const KernelContext& ctx, const Tensor& grad, const Tensor& index, int64_t outer, int64_t n, int64_t m,
-                                  int64_t inner, Tensor& dx) {
+void CudaTensorKernels::index_add(const KernelContext& ctx, const Tensor& grad, const Tensor& index, int64_t outer,
+                                  int64_t n, int64_t m, int64_t inner, Tensor& dx) {
     if (outer * m * inner == 0) return;
     cudaStream_t s = cuda::stream(ctx);
     visit_dtype(grad.dtype(), [&]<class T>() {

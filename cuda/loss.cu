@@ -227,9 +227,8 @@ constexpr int kPrepThreads = 512;
 // block's minimum in shared memory, so one thread can read its value after) is written to the
 // device's error record unless an earlier call's error already holds it.
 template <class T>
-__global__ void __launch_bounds__(kPrepThreads) prepare_kernel(int64_t N, int64_t K, const int64_t* target,
-                                                               const T* w, int64_t pad, bool mean, TargetCheck check,
-                                                               Aux* aux) {
+__global__ void __launch_bounds__(kPrepThreads) prepare_kernel(int64_t N, int64_t K, const int64_t* target, const T* w,
+                                                               int64_t pad, bool mean, TargetCheck check, Aux* aux) {
     const int64_t ignore = check.ignore;
     __shared__ Sums smem[32];
     __shared__ unsigned long long bad_row;
@@ -536,8 +535,8 @@ public:
     }
     void sum(const KernelContext& ctx, const SumArgs& a) override {
         cudaStream_t s = stream(ctx);
-        visit_dtype<float, double>(a.dtype,
-                                   [&]<class T>() { reduce_rows(s, a.n, static_cast<const T*>(a.x), a.scale, nullptr, a.out); });
+        visit_dtype<float, double>(
+            a.dtype, [&]<class T>() { reduce_rows(s, a.n, static_cast<const T*>(a.x), a.scale, nullptr, a.out); });
     }
     void kl_div(const KernelContext& ctx, const KlDivArgs& a) override {
         if (a.n == 0) return;

@@ -9,9 +9,9 @@
 
 namespace lsg {
 
-void CudaTensorKernels::gemm(const KernelContext& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
-                             const Tensor& a, int64_t stride_a, const Tensor& b, int64_t stride_b, double beta,
-                             Tensor& c, int64_t stride_c, int64_t batch) {
+void CudaTensorKernels::gemm(const KernelContext& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                             double alpha, const Tensor& a, int64_t stride_a, const Tensor& b, int64_t stride_b,
+                             double beta, Tensor& c, int64_t stride_c, int64_t batch) {
     if (m == 0 || n == 0 || batch == 0) return;
     LSG_CHECK_OP("matmul", m <= INT_MAX && n <= INT_MAX && k <= INT_MAX && batch <= INT_MAX,
                  "cuBLAS takes 32-bit sizes, got m = ", m, ", n = ", n, ", k = ", k, ", batch = ", batch);

@@ -159,7 +159,8 @@ unsigned row_blocks(int64_t rows) { return static_cast<unsigned>(std::clamp<int6
 }  // namespace
 }  // namespace cuda
 
-void CudaTensorKernels::reduce(const KernelContext& ctx, ReduceOp op, const Tensor& x, int64_t outer, int64_t n, int64_t inner, Tensor& out) {
+void CudaTensorKernels::reduce(const KernelContext& ctx, ReduceOp op, const Tensor& x, int64_t outer, int64_t n,
+                               int64_t inner, Tensor& out) {
     if (outer * inner == 0) return;
     cudaStream_t s = cuda::stream(ctx);
     const cuda::ReduceShape rs = cuda::reduce_shape(inner);
@@ -179,7 +180,8 @@ void CudaTensorKernels::reduce(const KernelContext& ctx, ReduceOp op, const Tens
     LSG_CUDA_CHECK_LAUNCH();
 }
 
-void CudaTensorKernels::softmax(const KernelContext& ctx, const Tensor& x, int64_t outer, int64_t n, int64_t inner, bool log, Tensor& out) {
+void CudaTensorKernels::softmax(const KernelContext& ctx, const Tensor& x, int64_t outer, int64_t n, int64_t inner,
+                                bool log, Tensor& out) {
     if (outer * inner == 0 || n == 0) return;
     cudaStream_t s = cuda::stream(ctx);
     visit_dtype<float, double>(x.dtype(), [&]<class T>() {
@@ -189,8 +191,8 @@ void CudaTensorKernels::softmax(const KernelContext& ctx, const Tensor& x, int64
     LSG_CUDA_CHECK_LAUNCH();
 }
 
-void CudaTensorKernels::softmax_backward(const KernelContext& ctx, const Tensor& grad, const Tensor& y, int64_t outer, int64_t n, int64_t inner,
-                                         bool log, Tensor& dx) {
+void CudaTensorKernels::softmax_backward(const KernelContext& ctx, const Tensor& grad, const Tensor& y, int64_t outer,
+                                         int64_t n, int64_t inner, bool log, Tensor& dx) {
     if (outer * inner == 0 || n == 0) return;
     cudaStream_t s = cuda::stream(ctx);
     visit_dtype<float, double>(y.dtype(), [&]<class T>() {

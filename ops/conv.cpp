@@ -149,7 +149,8 @@ bool pool2x2_fast(const T* img, const Window2d& g, T* out, int64_t* arg) {
 
 }  // namespace
 
-void CpuTensorKernels::max_pool2d(const KernelContext&, const Tensor& x, const Window2d& g, Tensor& out, Tensor& argmax) {
+void CpuTensorKernels::max_pool2d(const KernelContext&, const Tensor& x, const Window2d& g, Tensor& out,
+                                  Tensor& argmax) {
     visit_dtype(x.dtype(), [&]<class T>() {
         const T* xp = static_cast<const T*>(x.raw_data());
         T* op = static_cast<T*>(out.raw_data());
@@ -174,7 +175,8 @@ void CpuTensorKernels::max_pool2d(const KernelContext&, const Tensor& x, const W
     });
 }
 
-void CpuTensorKernels::max_pool2d_backward(const KernelContext&, const Tensor& grad, const Tensor& argmax, const Window2d& g, Tensor& dx) {
+void CpuTensorKernels::max_pool2d_backward(const KernelContext&, const Tensor& grad, const Tensor& argmax,
+                                           const Window2d& g, Tensor& dx) {
     visit_dtype(grad.dtype(), [&]<class T>() {
         const T* gp = static_cast<const T*>(grad.raw_data());
         const int64_t* ap = argmax.data<int64_t>();

@@ -134,8 +134,8 @@ void CpuTensorKernels::unary(const KernelContext&, UnaryOp op, const Tensor& x, 
     });
 }
 
-void CpuTensorKernels::unary_backward(const KernelContext&, UnaryOp op, const Tensor& grad, const Tensor& x, const Tensor& y, Tensor& dx,
-                                      double a, double b) {
+void CpuTensorKernels::unary_backward(const KernelContext&, UnaryOp op, const Tensor& grad, const Tensor& x,
+                                      const Tensor& y, Tensor& dx, double a, double b) {
     visit_dtype(x.dtype(), [&]<class T>() {
         const T* gp = static_cast<const T*>(grad.raw_data());
         const T* xp = static_cast<const T*>(x.raw_data());
@@ -209,7 +209,8 @@ void CpuTensorKernels::random(const KernelContext&, Tensor& out, bool normal, ui
     });
 }
 
-void CpuTensorKernels::dropout(const KernelContext&, const Tensor& x, double p, uint64_t seed, uint64_t offset, Tensor& out, Tensor& mask) {
+void CpuTensorKernels::dropout(const KernelContext&, const Tensor& x, double p, uint64_t seed, uint64_t offset,
+                               Tensor& out, Tensor& mask) {
     visit_dtype(x.dtype(), [&]<class T>() {
         const T* xp = static_cast<const T*>(x.raw_data());
         T* o = static_cast<T*>(out.raw_data());
@@ -237,7 +238,8 @@ Tensor binary_forward(const char* name, BinaryOp op, const Tensor& a, const Tens
     check_same(name, a, b);
     const Shape shape = broadcast_shapes(name, a.shape(), b.shape());
     Tensor out = empty(shape, {.dtype = a.dtype(), .device = a.device()});
-    tensor_kernels(a.device()).binary(kernel_context(a.device()), op, a.detach().expand(shape), b.detach().expand(shape), out);
+    tensor_kernels(a.device())
+        .binary(kernel_context(a.device()), op, a.detach().expand(shape), b.detach().expand(shape), out);
     return out;
 }
 
@@ -339,7 +341,8 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
     const Shape shape = broadcast_shapes("where", cond.shape(), broadcast_shapes("where", a.shape(), b.shape()));
     Tensor out = empty(shape, {.dtype = a.dtype(), .device = a.device()});
     Tensor c = cond.detach().expand(shape);
-    tensor_kernels(a.device()).where(kernel_context(a.device()), c, a.detach().expand(shape), b.detach().expand(shape), out);
+    tensor_kernels(a.device())
+        .where(kernel_context(a.device()), c, a.detach().expand(shape), b.detach().expand(shape), out);
     autograd::record("where", out, {a, b}, [c, sa = a.shape(), sb = b.shape()](const Tensor& g) {
         Tensor z = zeros({}, {.dtype = g.dtype(), .device = g.device()});
         return std::vector<Tensor>{sum_to(where(c, g, z), sa), sum_to(where(c, z, g), sb)};
@@ -401,7 +404,9 @@ Tensor dropout(const Tensor& x, double p, bool training) {
     Tensor xc = x.detach().contiguous();
     Tensor out = empty_like(xc), mask = empty_like(xc);
     Generator& gen = default_generator();
-    tensor_kernels(x.device()).dropout(kernel_context(x.device()), xc, p, gen.seed(), gen.advance(static_cast<uint64_t>(x.numel())), out, mask);
+    tensor_kernels(x.device())
+        .dropout(kernel_context(x.device()), xc, p, gen.seed(), gen.advance(static_cast<uint64_t>(x.numel())), out,
+                 mask);
     autograd::record("dropout", out, {x}, [mask](const Tensor& g) { return std::vector<Tensor>{g * mask}; });
     return out;
 }

@@ -23,8 +23,8 @@ void for_outer_inner(int64_t outer, int64_t m, int64_t inner, Fn&& fn) {
 
 }  // namespace
 
-void CpuTensorKernels::gather(const KernelContext&, const Tensor& x, const Tensor& index, int64_t outer, int64_t n, int64_t m, int64_t inner,
-                              Tensor& out) {
+void CpuTensorKernels::gather(const KernelContext&, const Tensor& x, const Tensor& index, int64_t outer, int64_t n,
+                              int64_t m, int64_t inner, Tensor& out) {
     visit_dtype(x.dtype(), [&]<class T>() {
         const T* xp = static_cast<const T*>(x.raw_data());
         const int64_t* ip = index.data<int64_t>();
@@ -36,8 +36,8 @@ void CpuTensorKernels::gather(const KernelContext&, const Tensor& x, const Tenso
     });
 }
 
-void CpuTensorKernels::scatter_add(const KernelContext&, const Tensor& grad, const Tensor& index, int64_t outer, int64_t n, int64_t m,
-                                   int64_t inner, Tensor& dx) {
+void CpuTensorKernels::scatter_add(const KernelContext&, const Tensor& grad, const Tensor& index, int64_t outer,
+                                   int64_t n, int64_t m, int64_t inner, Tensor& dx) {
     visit_dtype(grad.dtype(), [&]<class T>() {
         const T* gp = static_cast<const T*>(grad.raw_data());
         const int64_t* ip = index.data<int64_t>();
@@ -50,8 +50,8 @@ void CpuTensorKernels::scatter_add(const KernelContext&, const Tensor& grad, con
     });
 }
 
-void CpuTensorKernels::index_select(const KernelContext&, const Tensor& x, const Tensor& index, int64_t outer, int64_t n, int64_t m,
-                                    int64_t inner, Tensor& out) {
+void CpuTensorKernels::index_select(const KernelContext&, const Tensor& x, const Tensor& index, int64_t outer,
+                                    int64_t n, int64_t m, int64_t inner, Tensor& out) {
     visit_dtype(x.dtype(), [&]<class T>() {
         const T* xp = static_cast<const T*>(x.raw_data());
         const int64_t* ip = index.data<int64_t>();
@@ -63,8 +63,8 @@ void CpuTensorKernels::index_select(const KernelContext&, const Tensor& x, const
     });
 }
 
-void CpuTensorKernels::index_add(const KernelContext&, const Tensor& grad, const Tensor& index, int64_t outer, int64_t n, int64_t m,
-                                 int64_t inner, Tensor& dx) {
+void CpuTensorKernels::index_add(const KernelContext&, const Tensor& grad, const Tensor& index, int64_t outer,
+                                 int64_t n, int64_t m, int64_t inner, Tensor& dx) {
     visit_dtype(grad.dtype(), [&]<class T>() {
         const T* gp = static_cast<const T*>(grad.raw_data());
         const int64_t* ip = index.data<int64_t>();
@@ -103,7 +103,8 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
     const int64_t m = x.dim() == 0 ? 1 : index.shape()[dim];
     Tensor idx = index.contiguous();
     Tensor out = empty(index.shape(), {.dtype = x.dtype(), .device = x.device()});
-    tensor_kernels(x.device()).gather(kernel_context(x.device()), x.detach().contiguous(), idx, outer, n, m, inner, out);
+    tensor_kernels(x.device())
+        .gather(kernel_context(x.device()), x.detach().contiguous(), idx, outer, n, m, inner, out);
     autograd::record("gather", out, {x}, [=, shape = x.shape(), dtype = x.dtype()](const Tensor& g) {
         Tensor dx = zeros(shape, {.dtype = dtype, .device = g.device()});
         tensor_kernels(g.device()).scatter_add(kernel_context(g.device()), g.contiguous(), idx, outer, n, m, inner, dx);
@@ -127,7 +128,8 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
     shape[dim] = m;
     Tensor idx = index.contiguous();
     Tensor out = empty(shape, {.dtype = x.dtype(), .device = x.device()});
-    tensor_kernels(x.device()).index_select(kernel_context(x.device()), x.detach().contiguous(), idx, outer, n, m, inner, out);
+    tensor_kernels(x.device())
+        .index_select(kernel_context(x.device()), x.detach().contiguous(), idx, outer, n, m, inner, out);
     autograd::record("index_select", out, {x}, [=, xshape = x.shape(), dtype = x.dtype()](const Tensor& g) {
         Tensor dx = zeros(xshape, {.dtype = dtype, .device = g.device()});
         tensor_kernels(g.device()).index_add(kernel_context(g.device()), g.contiguous(), idx, outer, n, m, inner, dx);
@@ -146,7 +148,8 @@ Tensor one_hot(const Tensor& index, int64_t num_classes, DType dtype) {
     Tensor idx = index.contiguous().reshape({index.numel(), 1});
     Tensor ones_ = ones({index.numel(), 1}, {.dtype = dtype, .device = index.device()});
     Tensor flat = out.view({index.numel(), num_classes});
-    tensor_kernels(index.device()).scatter_add(kernel_context(index.device()), ones_, idx, index.numel(), num_classes, 1, 1, flat);
+    tensor_kernels(index.device())
+        .scatter_add(kernel_context(index.device()), ones_, idx, index.numel(), num_classes, 1, 1, flat);
     return out;
 }
 

@@ -528,9 +528,8 @@ public:
         visit_dtype<float, double>(a.dtype, [&]<class T>() { nll_impl<T>(a); });
     }
     void sum(const KernelContext&, const SumArgs& a) override {
-        visit_dtype<float, double>(a.dtype, [&]<class T>() {
-            reduce_rows(static_cast<const T*>(a.x), a.n, a.scale, static_cast<T*>(a.out));
-        });
+        visit_dtype<float, double>(
+            a.dtype, [&]<class T>() { reduce_rows(static_cast<const T*>(a.x), a.n, a.scale, static_cast<T*>(a.out)); });
     }
     void kl_div(const KernelContext&, const KlDivArgs& a) override {
         visit_dtype<float, double>(a.dtype, [&]<class T>() { kl_div_impl<T>(a); });

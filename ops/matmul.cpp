@@ -12,9 +12,9 @@
 
 namespace lsg {
 
-void CpuTensorKernels::gemm(const KernelContext&, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
-                            const Tensor& a, int64_t stride_a, const Tensor& b, int64_t stride_b, double beta,
-                            Tensor& c, int64_t stride_c, int64_t batch) {
+void CpuTensorKernels::gemm(const KernelContext&, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                            double alpha, const Tensor& a, int64_t stride_a, const Tensor& b, int64_t stride_b,
+                            double beta, Tensor& c, int64_t stride_c, int64_t batch) {
     const int64_t lda = trans_a ? m : k, ldb = trans_b ? k : n;
     // Many small products (a convolution's per-image GEMMs, below the size at which the GEMM
     // parallelises itself) run one per thread; a large product parallelises inside the GEMM. Either way each C[i] is computed by one fixed schedule.
@@ -58,7 +58,9 @@ Tensor product(const Tensor& a, bool ta, const Tensor& b, bool tb, double beta =
     const int64_t n = tb ? b.size(-2) : b.size(-1);
     if (!c.defined()) c = empty(batched ? Shape{batch, m, n} : Shape{m, n}, {.dtype = a.dtype(), .device = a.device()});
     if (m * n > 0)
-        tensor_kernels(a.device()).gemm(kernel_context(a.device()), A.trans, B.trans, m, n, k, 1.0, A.t, m * k, B.t, k * n, beta, c, m * n, batch);
+        tensor_kernels(a.device())
+            .gemm(kernel_context(a.device()), A.trans, B.trans, m, n, k, 1.0, A.t, m * k, B.t, k * n, beta, c, m * n,
+                  batch);
     return c;
 }
 

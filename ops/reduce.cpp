@@ -17,7 +17,8 @@ namespace lsg {
 
 // ================================ CPU kernels ====================================================
 
-void CpuTensorKernels::reduce(const KernelContext&, ReduceOp op, const Tensor& x, int64_t outer, int64_t n, int64_t inner, Tensor& out) {
+void CpuTensorKernels::reduce(const KernelContext&, ReduceOp op, const Tensor& x, int64_t outer, int64_t n,
+                              int64_t inner, Tensor& out) {
     visit_dtype(x.dtype(), [&]<class T>() {
         const T* xp = static_cast<const T*>(x.raw_data());
         // Columns are processed in blocks so that a [1, N, K] reduction (a bias gradient) still
@@ -75,7 +76,8 @@ void CpuTensorKernels::reduce(const KernelContext&, ReduceOp op, const Tensor& x
     });
 }
 
-void CpuTensorKernels::softmax(const KernelContext&, const Tensor& x, int64_t outer, int64_t n, int64_t inner, bool log, Tensor& out) {
+void CpuTensorKernels::softmax(const KernelContext&, const Tensor& x, int64_t outer, int64_t n, int64_t inner, bool log,
+                               Tensor& out) {
     visit_dtype(x.dtype(), [&]<class T>() {
         const T* xp = static_cast<const T*>(x.raw_data());
         T* yp = static_cast<T*>(out.raw_data());
@@ -101,8 +103,8 @@ void CpuTensorKernels::softmax(const KernelContext&, const Tensor& x, int64_t ou
     });
 }
 
-void CpuTensorKernels::softmax_backward(const KernelContext&, const Tensor& grad, const Tensor& y, int64_t outer, int64_t n, int64_t inner,
-                                        bool log, Tensor& dx) {
+void CpuTensorKernels::softmax_backward(const KernelContext&, const Tensor& grad, const Tensor& y, int64_t outer,
+                                        int64_t n, int64_t inner, bool log, Tensor& dx) {
     visit_dtype(y.dtype(), [&]<class T>() {
         const T* gp = static_cast<const T*>(grad.raw_data());
         const T* yp = static_cast<const T*>(y.raw_data());
@@ -175,7 +177,8 @@ Tensor extremum_dim(ReduceOp op, const char* name, const Tensor& x, int64_t dim,
             if (shape.empty()) return std::vector<Tensor>{g};
             int64_t outer, n, inner;
             split_at(shape, d, outer, n, inner);
-            tensor_kernels(g.device()).scatter_add(kernel_context(g.device()), gk.contiguous(), idx, outer, n, 1, inner, dx);
+            tensor_kernels(g.device())
+                .scatter_add(kernel_context(g.device()), gk.contiguous(), idx, outer, n, 1, inner, dx);
             return std::vector<Tensor>{dx};
         });
     }
@@ -211,7 +214,6 @@ Tensor mean(const Tensor& x, std::vector<int64_t> dims, bool keepdim) {
     return sum(x, std::move(dims), keepdim) / static_cast<double>(count);
 }
 
-
 Tensor amax(const Tensor& x) { return amax(x.reshape({-1}), 0, false); }
 Tensor amax(const Tensor& x, int64_t dim, bool keepdim) { return extremum_dim(ReduceOp::max, "amax", x, dim, keepdim); }
 Tensor amin(const Tensor& x, int64_t dim, bool keepdim) { return extremum_dim(ReduceOp::min, "amin", x, dim, keepdim); }
@@ -229,7 +231,8 @@ Tensor softmax_impl(const char* name, const Tensor& x, int64_t dim, bool log) {
     tensor_kernels(x.device()).softmax(kernel_context(x.device()), xc, outer, n, inner, log, y);
     autograd::record(name, y, {x}, [yd = y.detach(), outer, n, inner, log](const Tensor& g) {
         Tensor dx = empty_like(yd);
-        tensor_kernels(yd.device()).softmax_backward(kernel_context(yd.device()), g.contiguous(), yd, outer, n, inner, log, dx);
+        tensor_kernels(yd.device())
+            .softmax_backward(kernel_context(yd.device()), g.contiguous(), yd, outer, n, inner, log, dx);
         return std::vector<Tensor>{dx};
     });
     return y;

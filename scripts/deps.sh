@@ -10,7 +10,7 @@
 set -euo pipefail
 
 readonly packages=(build-essential cmake ninja-build libgtest-dev libgmock-dev libbenchmark-dev
-                   libcli11-dev nlohmann-json3-dev zlib1g-dev npm)
+                   libcli11-dev nlohmann-json3-dev zlib1g-dev npm python3)
 
 # A package whose program may come from elsewhere: Node.js from NodeSource ships its own npm and
 # conflicts with Debian's npm package, so a working `npm` command counts as installed.

@@ -481,8 +481,11 @@ TEST(CudaLoss, OutOfRangeTargetIsRaisedAtTheNextSynchronisingCall) {
     Tensor nll;
     ASSERT_NO_THROW(nll = nll_loss(log_softmax(x, 1), ints(d, {0, 10, 1, 1})));
     testing::expect_error([&] { synchronize(d); }, {"nll_loss", "target 10 of row 1"});
-    testing::expect_error([&] { (void)cross_entropy(x, ints(d, {-3, 1, 1, 1}), {.reduction = Reduction::None}).to(Device::cpu()); },
-                          {"target -3 of row 0"});
+    testing::expect_error(
+        [&] {
+            (void)cross_entropy(x, ints(d, {-3, 1, 1, 1}), {.reduction = Reduction::None}).to(Device::cpu());
+        },
+        {"target -3 of row 0"});
 
     // The kernel's own check, reached without the op's validation: recorded on the device, raised at
     // the next synchronisation, once; the device stays usable.
