@@ -30,8 +30,8 @@ std::array<Backend, kDeviceTypes>& slots() {
 void ensure_registered() {
     static std::once_flag once;
     std::call_once(once, [] {
-        static CpuRuntime cpu;
-        detail::backend_slot(DeviceType::cpu).runtime = &cpu;
+        // Never destroyed: tensors with static storage duration free through the runtime at exit.
+        detail::backend_slot(DeviceType::cpu).runtime = new CpuRuntime();
         detail::register_builtin_backends();
     });
 }

@@ -244,10 +244,10 @@ public:
 namespace detail {
 // Called from the generated lsgrad/backends.cpp: the whole CUDA backend, runtime and tables.
 void register_cuda_backend() {
-    static cuda::CudaRuntime runtime;
     static CudaTensorKernels tensor;
     Backend& b = backend_slot(DeviceType::cuda);
-    b.runtime = &runtime;
+    // Never destroyed: tensors with static storage duration free through the runtime at exit.
+    b.runtime = new cuda::CudaRuntime();
     b.tensor = &tensor;
     b.loss = &cuda::loss_table();
     b.optimizer = &cuda::optimizer_table();
