@@ -13,7 +13,9 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -70,6 +72,29 @@ bool vector_f32() {
 #endif
 }
 
+// ---- subnormal-free gradients ---------------------------------------------------------------------
+// No kernel produces a subnormal number (see lm_exp_floor in loss_math.h): the exponentials select 0
+// below the floor, and a softmax probability p is kept in a gradient scale·(W·p − q·w) only when W·p
+// and scale·W·p are normal numbers, else taken as exactly 0. The dropped terms are below the
+// smallest normal number in absolute value.
+
+// The smallest p kept, for a call whose rows' masses W are ≥ w_min (rows with W = 0 multiply p by 0
+// exactly): 2·T_min / (w_min·min(1, |scale|)), clamped to [2·T_min, 2] (2: no p ≤ 1 is kept, for
+// scale = 0). The factor 2 covers the rounding of p = e/S and of W·p.
+template <class T>
+T grad_prob_floor(T scale, T w_min) {
+    const double lowest = 2.0 * static_cast<double>(std::numeric_limits<T>::min());
+    const double d = static_cast<double>(w_min) * std::min(1.0, std::abs(static_cast<double>(scale)));
+    const double f = d > 0.0 ? lowest / d : 2.0;
+    return static_cast<T>(std::clamp(f, lowest, 2.0));
+}
+
+// p, or 0 below the floor (NaN stays NaN).
+template <class T>
+T grad_prob(T p, T floor) {
+    return p < floor ? T(0) : p;
+}
+
 // ---- index-target cross-entropy ---------------------------------------------------------------
 
 // The per-call constants of an index-target cross-entropy.
@@ -82,6 +107,7 @@ struct CeCall {
     int64_t ignore;
     T sum_w;          // Σ_{k ≠ pad} w_k (K or K − 1 without weights)
     T scale;          // gradient scale
+    T p_floor;        // grad_prob_floor of the call
 };
 
 template <class T>
@@ -113,7 +139,7 @@ void ce_row_portable(const CeCall<T>& c, const T* x, int64_t y, T* loss, T* lse_
     const T W = detail::ce_row_mass(c.sw, w_y, c.sum_w);
     const T log_s = detail::lm_log(st.s);
     for (int64_t k = 0; k < c.K; ++k)
-        g[k] = detail::ce_grad(c.scale, W, detail::softmax_prob(x[k], st.m, log_s),
+        g[k] = detail::ce_grad(c.scale, W, grad_prob(detail::softmax_prob(x[k], st.m, log_s), c.p_floor),
                                detail::smooth_target(c.sw, k, y, c.pad), c.w ? c.w[k] : T(1));
 }
 
@@ -122,11 +148,14 @@ void ce_row_portable(const CeCall<T>& c, const T* x, int64_t y, T* loss, T* lse_
 LSG_TARGET_BEGIN_AVX512
 
 // e^x for 16 floats, about 1 ulp: Cody–Waite reduction x = n·ln2 + r, |r| ≤ ln2/2, Cephes' degree-6
-// polynomial for e^r, then scalef by 2^n (which saturates to 0 / +inf without integer overflow).
-// Inputs are clamped to [−104, 89] first so −inf gives 0 and +inf gives +inf; NaN stays NaN (the
-// clamps return their second operand when it is NaN).
+// polynomial for e^r, then scalef by 2^n. Never subnormal: the arithmetic runs on x clamped to
+// [lm_exp_floor, 89] (so every lane's result, used or not, is a normal number or +inf), and lanes
+// below the floor, −inf included, then select exactly 0. +inf gives +inf; NaN stays NaN (the clamps
+// return their second operand when it is NaN, and an unordered compare selects nothing).
 inline __m512 exp16(__m512 x) {
-    x = _mm512_min_ps(_mm512_set1_ps(89.0f), _mm512_max_ps(_mm512_set1_ps(-104.0f), x));
+    const __m512 floor = _mm512_set1_ps(detail::lm_exp_floor(0.0f));
+    const __mmask16 zero = _mm512_cmp_ps_mask(x, floor, _CMP_LT_OQ);
+    x = _mm512_min_ps(_mm512_set1_ps(89.0f), _mm512_max_ps(floor, x));
     const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
@@ -138,7 +167,12 @@ inline __m512 exp16(__m512 x) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
     const __m512 e = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(e, n);
+    return _mm512_mask_mov_ps(_mm512_scalef_ps(e, n), zero, _mm512_setzero_ps());
+}
+
+// p where p ≥ floor or p is NaN, else 0 (grad_prob for 16 lanes).
+inline __m512 grad_prob16(__m512 p, __m512 floor) {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(p, floor, _CMP_NLT_UQ), p);
 }
 
 inline __mmask16 tail_mask(int64_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
@@ -187,9 +221,10 @@ float drop_padding(const CeCall<float>& c, const float* x, float pivot, float sd
 // The row's target weight q_k·w_k at the two special columns, for the gradient fix-up.
 template <bool Weighted>
 void ce_fix_special(const CeCall<float>& c, const float* x, int64_t y, float m, float log_s, float W, float* g) {
-    g[y] = detail::ce_grad(c.scale, W, detail::softmax_prob(x[y], m, log_s), c.sw.on, Weighted ? c.w[y] : 1.0f);
+    g[y] = detail::ce_grad(c.scale, W, grad_prob(detail::softmax_prob(x[y], m, log_s), c.p_floor), c.sw.on,
+                           Weighted ? c.w[y] : 1.0f);
     if (c.pad >= 0)
-        g[c.pad] = detail::ce_grad(c.scale, W, detail::softmax_prob(x[c.pad], m, log_s), 0.0f,
+        g[c.pad] = detail::ce_grad(c.scale, W, grad_prob(detail::softmax_prob(x[c.pad], m, log_s), c.p_floor), 0.0f,
                                    Weighted ? c.w[c.pad] : 1.0f);
 }
 
@@ -232,8 +267,10 @@ void ce_rows_small_avx512(const CeCall<float>& c, const float* x, const int64_t*
         loss[i] = detail::ce_row_loss(c.sw, (M - pivot) + log_s, x_y - pivot, w_y, c.sum_w, sdx);
         if (!gi) continue;
         const float W = detail::ce_row_mass(c.sw, w_y, c.sum_w);
-        // p = e / S, except that an all-masked row keeps the portable path's NaN.
-        const __m512 p = empty ? exp16(_mm512_sub_ps(v, _mm512_set1_ps(lse))) : _mm512_mul_ps(e, _mm512_set1_ps(1.0f / S));
+        // p = e / S, except that an all-masked row keeps the portable path's NaN. e below floor·S
+        // gives p = 0 (grad_prob), decided before the division so that no subnormal is formed.
+        const __m512 p = empty ? exp16(_mm512_sub_ps(v, _mm512_set1_ps(lse)))
+                               : _mm512_mul_ps(grad_prob16(e, _mm512_set1_ps(c.p_floor * S)), _mm512_set1_ps(1.0f / S));
         // q·w: off·w_k, on·w_y at the target, 0 at the padding class.
         __m512 qw = _mm512_mask_mov_ps(offw, static_cast<__mmask16>(1u << y), _mm512_set1_ps(c.sw.on * w_y));
         if (c.pad >= 0) qw = _mm512_mask_mov_ps(qw, static_cast<__mmask16>(1u << c.pad), _mm512_setzero_ps());
@@ -281,11 +318,12 @@ void ce_rows_large_avx512(const CeCall<float>& c, const float* x, const int64_t*
         const float W = detail::ce_row_mass(c.sw, w_y, c.sum_w);
         const float log_s = logf(st.s);
         const __m512 vm = _mm512_set1_ps(st.m), vls = _mm512_set1_ps(log_s), vW = _mm512_set1_ps(W), vs = _mm512_set1_ps(c.scale);
-        const __m512 voff = _mm512_set1_ps(c.sw.off);
+        const __m512 voff = _mm512_set1_ps(c.sw.off), vfloor = _mm512_set1_ps(c.p_floor);
         auto grad16 = [&](int64_t k, __mmask16 m) {
             const __m512 v = _mm512_maskz_loadu_ps(m, xi + k);
             const __m512 q = Weighted ? _mm512_mul_ps(voff, _mm512_maskz_loadu_ps(m, c.w + k)) : voff;
-            return _mm512_mul_ps(vs, _mm512_fmsub_ps(vW, exp16(_mm512_sub_ps(_mm512_sub_ps(v, vm), vls)), q));
+            const __m512 p = grad_prob16(exp16(_mm512_sub_ps(_mm512_sub_ps(v, vm), vls)), vfloor);
+            return _mm512_mul_ps(vs, _mm512_fmsub_ps(vW, p, q));
         };
         int64_t k = 0;
         if (Stream) {
@@ -361,6 +399,12 @@ void cross_entropy_index_impl(const CrossEntropyIndexArgs& a) {
     }
     const double inv = denom != 0.0 ? 1.0 / denom : 0.0;
     c.scale = static_cast<T>(a.grad_scale * (mean ? inv : 1.0));
+    T w_min = std::numeric_limits<T>::infinity();
+    for (int64_t k = 0; k < K; ++k) {
+        const T W = detail::ce_row_mass(c.sw, w ? w[k] : T(1), c.sum_w);
+        if (k != c.pad && W > T(0) && W < w_min) w_min = W;
+    }
+    c.p_floor = grad_prob_floor(c.scale, w_min);
 
     T* loss = static_cast<T*>(a.row_loss);
     T* lse = static_cast<T*>(a.lse);
@@ -438,8 +482,9 @@ void cross_entropy_prob_impl(const CrossEntropyProbArgs& a) {
             const T W = static_cast<T>(Wd);
             if (grad) {
                 T* gi = grad + i * K;
+                const T floor = grad_prob_floor(scale, W);
                 for (int64_t k = 0; k < K; ++k)
-                    gi[k] = detail::ce_grad(scale, W, detail::softmax_prob(xi[k], st.m, log_s),
+                    gi[k] = detail::ce_grad(scale, W, grad_prob(detail::softmax_prob(xi[k], st.m, log_s), floor),
                                             detail::prob_target(ti[k], keep, spread), w ? w[k] : T(1));
             }
             if (grad_t) {
