@@ -17,6 +17,7 @@
 #include "lsgrad/core/error.h"
 #include "lsgrad/ops/cpu_isa.h"
 #include "lsgrad/ops/gemm.h"
+#include "test_util.h"
 
 namespace {
 
@@ -34,13 +35,6 @@ std::string describe(const Case& c) {
     os << (c.ta ? "A^T" : "A") << "*" << (c.tb ? "B^T" : "B") << " m=" << c.m << " n=" << c.n << " k=" << c.k
        << " alpha=" << c.alpha << " beta=" << c.beta << " pad=" << c.pad;
     return os.str();
-}
-
-std::vector<CpuIsa> supported_isas() {
-    std::vector<CpuIsa> out;
-    for (CpuIsa isa : {CpuIsa::portable, CpuIsa::avx2, CpuIsa::avx512})
-        if (lsg::detail::cpu_isa_supported(isa)) out.push_back(isa);
-    return out;
 }
 
 // Restores the kernel set and thread count a test changed, even when an assertion returns early.
@@ -176,7 +170,7 @@ std::vector<Case> parallel_cases() {
 
 TEST(Gemm, EdgeShapesEveryKernelSet) {
     Restore restore;
-    for (CpuIsa isa : supported_isas()) {
+    for (CpuIsa isa : lsg::testing::supported_cpu_isas()) {
         SCOPED_TRACE(lsg::detail::cpu_isa_name(isa));
         lsg::detail::set_cpu_isa(isa);
         uint32_t seed = 1;
@@ -190,7 +184,7 @@ TEST(Gemm, EdgeShapesEveryKernelSet) {
 TEST(Gemm, ParallelShapesEveryKernelSet) {
     Restore restore;
     omp_set_num_threads(3);  // several threads even on a one-core machine
-    for (CpuIsa isa : supported_isas()) {
+    for (CpuIsa isa : lsg::testing::supported_cpu_isas()) {
         SCOPED_TRACE(lsg::detail::cpu_isa_name(isa));
         lsg::detail::set_cpu_isa(isa);
         uint32_t seed = 100;
@@ -211,7 +205,7 @@ TEST(Gemm, OneThreadAndManyThreadsGiveTheSameBits) {
         std::vector<float> a(size_t(m * k)), b(size_t(k * n));
         for (float& x : a) x = dist(rng);
         for (float& x : b) x = dist(rng);
-        for (CpuIsa isa : supported_isas()) {
+        for (CpuIsa isa : lsg::testing::supported_cpu_isas()) {
             SCOPED_TRACE(std::string(lsg::detail::cpu_isa_name(isa)) + " m=" + std::to_string(m) + " n=" + std::to_string(n));
             lsg::detail::set_cpu_isa(isa);
             std::vector<std::vector<float>> results;
