@@ -1,12 +1,16 @@
 // Fused cross-entropy on the CPU: forward, and forward + backward (loss.backward() into x.grad),
 // with ε = 0 and 0.1, at MNIST-sized and vocabulary-sized (N, K), on 1 and 2 threads. Also the bare
-// kernel (forward writing the gradient, no autograd) to show what the engine adds.
+// kernel (forward writing the gradient, no autograd) to show what the engine adds, and the plain
+// fused reference loop (ce_reference.h, kind "reference") as the yardstick: before any lsgrad case
+// is timed, its loss (and gradient, where it makes one) is checked against the reference's on the
+// same data, and a mismatch fails the case instead of timing it.
 // Names parse as BM_CrossEntropy/<kind>/eps:<ε>/N:<N>/K:<K>/threads:<t>; GB/s counts 12 bytes per
 // logit (read x, write the gradient, and the read the gradient costs a cache hierarchy that must
 // fetch a line before writing it), the convention of the PyTorch side-by-side table.
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -17,6 +21,8 @@
 #include "lsgrad/core/tensor.h"
 #include "lsgrad/ops/loss.h"
 #include "lsgrad/ops/loss_kernels.h"
+
+#include "ce_reference.h"
 
 namespace {
 
@@ -48,7 +54,34 @@ Data& data(int64_t N, int64_t K) {
     return cache.emplace(std::make_pair(N, K), std::move(d)).first->second;
 }
 
-enum class Kind { Fwd, FwdBwd, Kernel };
+enum class Kind { Fwd, FwdBwd, Kernel, Reference };
+
+// The reference's loss and gradient for this shape and ε (computed on one thread).
+struct Reference {
+    float loss;
+    std::vector<float> grad;
+};
+Reference reference(const Data& d, int64_t N, int64_t K, double eps) {
+    Reference r{0.0f, std::vector<float>(static_cast<size_t>(N * K))};
+    r.loss = lsg::bench::reference_cross_entropy(d.x.data<float>(), d.y.data<int64_t>(), N, K, static_cast<float>(eps),
+                                                 r.grad.data(), 1);
+    return r;
+}
+
+// Empty when `loss` (and `grad`, unless null) match the reference within f32 rounding of the
+// row sums, else what differs.
+std::string mismatch(const Reference& r, float loss, const float* grad) {
+    if (!(std::abs(loss - r.loss) <= 1e-4f * (1.0f + std::abs(r.loss))))
+        return "loss " + std::to_string(loss) + " vs reference " + std::to_string(r.loss);
+    if (!grad) return "";
+    float scale = 0.0f, worst = 0.0f;
+    for (size_t i = 0; i < r.grad.size(); ++i) {
+        scale = std::max(scale, std::abs(r.grad[i]));
+        worst = std::max(worst, std::abs(grad[i] - r.grad[i]));
+    }
+    if (!(worst <= 1e-4f * scale)) return "gradient differs by " + std::to_string(worst) + " (largest " + std::to_string(scale) + ")";
+    return "";
+}
 
 void run(benchmark::State& state, Kind kind, double eps, int64_t N, int64_t K, int threads) {
     omp_set_num_threads(threads);
@@ -82,9 +115,34 @@ void run(benchmark::State& state, Kind kind, double eps, int64_t N, int64_t K, i
             benchmark::DoNotOptimize(loss);
         }
     };
-    // One untimed call: the caching allocator then holds every buffer, so no iteration page-faults.
-    once();
-    for (auto _ : state) once();
+    if (kind == Kind::Reference) {
+        std::vector<float> g(static_cast<size_t>(N * K));
+        auto ref = [&] {
+            benchmark::DoNotOptimize(lsg::bench::reference_cross_entropy(d.x.data<float>(), d.y.data<int64_t>(), N, K,
+                                                                         static_cast<float>(eps), g.data(), threads));
+        };
+        ref();
+        for (auto _ : state) ref();
+    } else {
+        // Checked against the reference first; this untimed call also leaves every buffer in the
+        // caching allocator, so no timed iteration page-faults.
+        const Reference r = reference(d, N, K, eps);
+        std::string bad;
+        if (kind == Kind::Kernel) {
+            once();
+            bad = mismatch(r, total.item<float>(), grad.data<float>());
+        } else {
+            lsg::Tensor loss = lsg::cross_entropy(x, d.y, o);
+            if (kind == Kind::FwdBwd) loss.backward();
+            bad = mismatch(r, loss.item<float>(), kind == Kind::FwdBwd ? x.grad().data<float>() : nullptr);
+            if (kind == Kind::FwdBwd) x.zero_grad();
+        }
+        if (!bad.empty()) {
+            state.SkipWithError(("differs from the reference loop: " + bad).c_str());
+            return;
+        }
+        for (auto _ : state) once();
+    }
     state.counters["GB/s"] = benchmark::Counter(12.0 * static_cast<double>(N) * static_cast<double>(K),
                                                 benchmark::Counter::kIsIterationInvariantRate,
                                                 benchmark::Counter::kIs1000);
@@ -92,7 +150,8 @@ void run(benchmark::State& state, Kind kind, double eps, int64_t N, int64_t K, i
 
 const int registered = [] {
     const std::pair<int64_t, int64_t> shapes[] = {{256, 10}, {8192, 10}, {4096, 32000}, {16384, 50257}};
-    const std::pair<Kind, const char*> kinds[] = {{Kind::Fwd, "fwd"}, {Kind::FwdBwd, "fwdbwd"}, {Kind::Kernel, "kernel"}};
+    const std::pair<Kind, const char*> kinds[] = {
+        {Kind::Fwd, "fwd"}, {Kind::FwdBwd, "fwdbwd"}, {Kind::Kernel, "kernel"}, {Kind::Reference, "reference"}};
     for (auto [N, K] : shapes)
         for (auto [kind, kname] : kinds)
             for (double eps : {0.0, 0.1})

@@ -10,14 +10,15 @@ Trains the same models with the same settings in both:
        batch 128, Adam lr 2e-3, cosine decay per batch
 on all 60 000 training images (lsgrad's --holdout 0), plain cross-entropy, a fresh shuffle per
 epoch, both libraries' default (PyTorch's) initialisation. PyTorch runs here with
-torch.set_num_threads(t); lsgrad's `mnist` program runs as a subprocess with --threads t and
---metrics-out. Both run with OMP_WAIT_POLICY=PASSIVE, so idle OpenMP threads sleep rather than spin
+torch.set_num_threads(t) (and OpenBLAS's own thread count set to t through ctypes); lsgrad's `mnist`
+program runs as a subprocess with --threads t and --metrics-out. Both run with OMP_WAIT_POLICY=PASSIVE, so idle OpenMP threads sleep rather than spin
 against the working ones (PyTorch's best setting on few cores).
 
 s/epoch is the mean over the epochs of the training loop alone (data already in memory; batches
 gathered, forward, backward, optimizer step), not the test evaluation. The ratio is PyTorch's time
 over lsgrad's: above 1 means lsgrad is faster. Accuracies are on the 10 000 test images after the
-last epoch. Use Debian's /usr/bin/python3 (python3-torch 1.13); MNIST's IDX files are read with
+last epoch. PyTorch's OpenBLAS runs the best core for this CPU (bench/openblas_core.py: a generic
+fallback is replaced through OPENBLAS_CORETYPE), named in the table's header. Use Debian's /usr/bin/python3 (python3-torch 1.13); MNIST's IDX files are read with
 numpy from --data (default: where scripts/fetch_mnist.sh puts them).
 """
 
@@ -30,6 +31,11 @@ import tempfile
 import time
 
 os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read when OpenMP starts: before torch is imported
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import openblas_core  # noqa: E402
+
+# PyTorch's OpenBLAS on the best core for this CPU (OPENBLAS_CORETYPE is read when it loads).
+BLAS_OWN_CHOICE, _ = openblas_core.fair_blas()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -82,6 +88,7 @@ def build(model):
 def train_pytorch(model_name, threads, epochs, train, test, seed):
     """(seconds of each epoch's training loop, test accuracy after the last)."""
     torch.set_num_threads(threads)
+    openblas_core.set_threads(threads)
     torch.manual_seed(seed)
     x, y = train
     model = build(model_name)
@@ -130,6 +137,12 @@ def train_lsgrad(binary, model_name, threads, epochs, data_dir, seed):
     return [line["seconds"] for line in lines], lines[-1]["test_acc"]
 
 
+def blas_note():
+    core = openblas_core.corename()
+    own = "" if core == BLAS_OWN_CHOICE else f", set by OPENBLAS_CORETYPE; its own choice: {BLAS_OWN_CHOICE}"
+    return f"PyTorch's OpenBLAS core: {core}{own}"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mnist", default="build/release/examples/mnist/mnist", help="lsgrad's mnist program")
@@ -155,7 +168,7 @@ def main():
 
     cfg = ", ".join(f"{m}: {CONFIG[m]['optimizer']} lr {CONFIG[m]['lr']:g}" for m in args.models.split(","))
     print(f"\nMNIST, batch {BATCH}, {args.epochs} epoch(s) of 60 000 images, cosine schedule ({cfg}); "
-          f"PyTorch {torch.__version__}\n")
+          f"PyTorch {torch.__version__}, {blas_note()}; OMP_WAIT_POLICY=PASSIVE\n")
     print("| model | threads | PyTorch s/epoch | lsgrad s/epoch | PyTorch / lsgrad | PyTorch test acc | lsgrad test acc |")
     print("|---|---|---|---|---|---|---|")
     for model_name, threads, pt, ls, pt_acc, ls_acc in rows:

@@ -1,29 +1,38 @@
 // The CPU loss kernels. Every kernel has a portable path written with the shared arithmetic of
 // ops/loss_math.h (templated on the element type; it is the only f64 path and the reference the
-// vector paths are tested against) and, for f32 on CPUs with AVX-512 (checked at run time), a
-// vectorised fused path for index-target cross-entropy:
+// vector paths are tested against) and, for f32 on x86-64 CPUs with AVX-512 (cpu_isa(), checked at
+// run time), a vectorised fused path for index-target cross-entropy:
 //   - K ≤ 16: a row is one masked vector; e^{x − max} is computed once and reused for the gradient.
 //   - K > 16: one read of the row keeps per-lane running max / Σ e^{x − max} / Σ w·(x − c) (online
 //     softmax, rescaling only the lanes whose max grew), then, while the row is in L1/L2, a second
 //     sweep writes the gradient; for large outputs with non-temporal stores, so the gradient buffer
 //     is not read before it is written (8 bytes of DRAM traffic per logit instead of 12).
+// Other CPUs (AVX2-only x86, aarch64) and f64 run the portable path.
 // Rows are split into one contiguous block per OpenMP thread (deterministic, many rows per thread
 // for small K); problems under kParallelMinWork logits run on the calling thread.
-// GCC 12's _mm512_reduce_* expand through _mm256_undefined_ps(), which -Wmaybe-uninitialized
-// reports as a use of an uninitialised value inside the compiler's own header (a known false
-// positive); silence that one warning for this file only.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
 #include "lsgrad/core/error.h"
+#include "lsgrad/ops/cpu_isa.h"
 #include "lsgrad/ops/loss_kernels.h"
 #include "lsgrad/ops/loss_math.h"
+
+#if defined(LSG_X86_64)
+// GCC 12's _mm512_reduce_* expand through _mm256_undefined_ps(), which -Wmaybe-uninitialized
+// reports as a use of an uninitialised value inside the compiler's own header (a known false
+// positive); silence that one warning for this file only.
+#if !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+#endif
 
 namespace lsg {
 namespace {
@@ -54,10 +63,36 @@ void for_row_blocks(int64_t rows, int64_t work, Fn&& fn) {
     }
 }
 
-bool has_avx512() {
-    static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-                            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-    return yes;
+// Whether the f32 AVX-512 paths run.
+bool vector_f32() {
+#if defined(LSG_X86_64)
+    return detail::cpu_isa() == detail::CpuIsa::avx512;
+#else
+    return false;
+#endif
+}
+
+// ---- subnormal-free gradients ---------------------------------------------------------------------
+// No kernel produces a subnormal number (see lm_exp_floor in loss_math.h): the exponentials select 0
+// below the floor, and a softmax probability p is kept in a gradient scale·(W·p − q·w) only when W·p
+// and scale·W·p are normal numbers, else taken as exactly 0. The dropped terms are below the
+// smallest normal number in absolute value.
+
+// The smallest p kept, for a call whose rows' masses W are ≥ w_min (rows with W = 0 multiply p by 0
+// exactly): 2·T_min / (w_min·min(1, |scale|)), clamped to [2·T_min, 2] (2: no p ≤ 1 is kept, for
+// scale = 0). The factor 2 covers the rounding of p = e/S and of W·p.
+template <class T>
+T grad_prob_floor(T scale, T w_min) {
+    const double lowest = 2.0 * static_cast<double>(std::numeric_limits<T>::min());
+    const double d = static_cast<double>(w_min) * std::min(1.0, std::abs(static_cast<double>(scale)));
+    const double f = d > 0.0 ? lowest / d : 2.0;
+    return static_cast<T>(std::clamp(f, lowest, 2.0));
+}
+
+// p, or 0 below the floor (NaN stays NaN).
+template <class T>
+T grad_prob(T p, T floor) {
+    return p < floor ? T(0) : p;
 }
 
 // ---- index-target cross-entropy ---------------------------------------------------------------
@@ -72,6 +107,7 @@ struct CeCall {
     int64_t ignore;
     T sum_w;          // Σ_{k ≠ pad} w_k (K or K − 1 without weights)
     T scale;          // gradient scale
+    T p_floor;        // grad_prob_floor of the call
 };
 
 template <class T>
@@ -103,20 +139,23 @@ void ce_row_portable(const CeCall<T>& c, const T* x, int64_t y, T* loss, T* lse_
     const T W = detail::ce_row_mass(c.sw, w_y, c.sum_w);
     const T log_s = detail::lm_log(st.s);
     for (int64_t k = 0; k < c.K; ++k)
-        g[k] = detail::ce_grad(c.scale, W, detail::softmax_prob(x[k], st.m, log_s),
+        g[k] = detail::ce_grad(c.scale, W, grad_prob(detail::softmax_prob(x[k], st.m, log_s), c.p_floor),
                                detail::smooth_target(c.sw, k, y, c.pad), c.w ? c.w[k] : T(1));
 }
 
 // ---- AVX-512 f32 paths ------------------------------------------------------------------------
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")
+#if defined(LSG_X86_64)
+LSG_TARGET_BEGIN_AVX512
 
 // e^x for 16 floats, about 1 ulp: Cody–Waite reduction x = n·ln2 + r, |r| ≤ ln2/2, Cephes' degree-6
-// polynomial for e^r, then scalef by 2^n (which saturates to 0 / +inf without integer overflow).
-// Inputs are clamped to [−104, 89] first so −inf gives 0 and +inf gives +inf; NaN stays NaN (the
-// clamps return their second operand when it is NaN).
+// polynomial for e^r, then scalef by 2^n. Never subnormal: the arithmetic runs on x clamped to
+// [lm_exp_floor, 89] (so every lane's result, used or not, is a normal number or +inf), and lanes
+// below the floor, −inf included, then select exactly 0. +inf gives +inf; NaN stays NaN (the clamps
+// return their second operand when it is NaN, and an unordered compare selects nothing).
 inline __m512 exp16(__m512 x) {
-    x = _mm512_min_ps(_mm512_set1_ps(89.0f), _mm512_max_ps(_mm512_set1_ps(-104.0f), x));
+    const __m512 floor = _mm512_set1_ps(detail::lm_exp_floor(0.0f));
+    const __mmask16 zero = _mm512_cmp_ps_mask(x, floor, _CMP_LT_OQ);
+    x = _mm512_min_ps(_mm512_set1_ps(89.0f), _mm512_max_ps(floor, x));
     const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
@@ -128,7 +167,12 @@ inline __m512 exp16(__m512 x) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
     const __m512 e = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(e, n);
+    return _mm512_mask_mov_ps(_mm512_scalef_ps(e, n), zero, _mm512_setzero_ps());
+}
+
+// p where p ≥ floor or p is NaN, else 0 (grad_prob for 16 lanes).
+inline __m512 grad_prob16(__m512 p, __m512 floor) {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(p, floor, _CMP_NLT_UQ), p);
 }
 
 inline __mmask16 tail_mask(int64_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
@@ -177,9 +221,10 @@ float drop_padding(const CeCall<float>& c, const float* x, float pivot, float sd
 // The row's target weight q_k·w_k at the two special columns, for the gradient fix-up.
 template <bool Weighted>
 void ce_fix_special(const CeCall<float>& c, const float* x, int64_t y, float m, float log_s, float W, float* g) {
-    g[y] = detail::ce_grad(c.scale, W, detail::softmax_prob(x[y], m, log_s), c.sw.on, Weighted ? c.w[y] : 1.0f);
+    g[y] = detail::ce_grad(c.scale, W, grad_prob(detail::softmax_prob(x[y], m, log_s), c.p_floor), c.sw.on,
+                           Weighted ? c.w[y] : 1.0f);
     if (c.pad >= 0)
-        g[c.pad] = detail::ce_grad(c.scale, W, detail::softmax_prob(x[c.pad], m, log_s), 0.0f,
+        g[c.pad] = detail::ce_grad(c.scale, W, grad_prob(detail::softmax_prob(x[c.pad], m, log_s), c.p_floor), 0.0f,
                                    Weighted ? c.w[c.pad] : 1.0f);
 }
 
@@ -222,8 +267,10 @@ void ce_rows_small_avx512(const CeCall<float>& c, const float* x, const int64_t*
         loss[i] = detail::ce_row_loss(c.sw, (M - pivot) + log_s, x_y - pivot, w_y, c.sum_w, sdx);
         if (!gi) continue;
         const float W = detail::ce_row_mass(c.sw, w_y, c.sum_w);
-        // p = e / S, except that an all-masked row keeps the portable path's NaN.
-        const __m512 p = empty ? exp16(_mm512_sub_ps(v, _mm512_set1_ps(lse))) : _mm512_mul_ps(e, _mm512_set1_ps(1.0f / S));
+        // p = e / S, except that an all-masked row keeps the portable path's NaN. e below floor·S
+        // gives p = 0 (grad_prob), decided before the division so that no subnormal is formed.
+        const __m512 p = empty ? exp16(_mm512_sub_ps(v, _mm512_set1_ps(lse)))
+                               : _mm512_mul_ps(grad_prob16(e, _mm512_set1_ps(c.p_floor * S)), _mm512_set1_ps(1.0f / S));
         // q·w: off·w_k, on·w_y at the target, 0 at the padding class.
         __m512 qw = _mm512_mask_mov_ps(offw, static_cast<__mmask16>(1u << y), _mm512_set1_ps(c.sw.on * w_y));
         if (c.pad >= 0) qw = _mm512_mask_mov_ps(qw, static_cast<__mmask16>(1u << c.pad), _mm512_setzero_ps());
@@ -271,11 +318,12 @@ void ce_rows_large_avx512(const CeCall<float>& c, const float* x, const int64_t*
         const float W = detail::ce_row_mass(c.sw, w_y, c.sum_w);
         const float log_s = logf(st.s);
         const __m512 vm = _mm512_set1_ps(st.m), vls = _mm512_set1_ps(log_s), vW = _mm512_set1_ps(W), vs = _mm512_set1_ps(c.scale);
-        const __m512 voff = _mm512_set1_ps(c.sw.off);
+        const __m512 voff = _mm512_set1_ps(c.sw.off), vfloor = _mm512_set1_ps(c.p_floor);
         auto grad16 = [&](int64_t k, __mmask16 m) {
             const __m512 v = _mm512_maskz_loadu_ps(m, xi + k);
             const __m512 q = Weighted ? _mm512_mul_ps(voff, _mm512_maskz_loadu_ps(m, c.w + k)) : voff;
-            return _mm512_mul_ps(vs, _mm512_fmsub_ps(vW, exp16(_mm512_sub_ps(_mm512_sub_ps(v, vm), vls)), q));
+            const __m512 p = grad_prob16(exp16(_mm512_sub_ps(_mm512_sub_ps(v, vm), vls)), vfloor);
+            return _mm512_mul_ps(vs, _mm512_fmsub_ps(vW, p, q));
         };
         int64_t k = 0;
         if (Stream) {
@@ -314,7 +362,8 @@ LseState<float> row_lse_avx512(const float* x, int64_t K) {
     return merge_lanes(vmax, vsum);
 }
 
-#pragma GCC pop_options
+LSG_TARGET_END
+#endif  // LSG_X86_64
 
 // Σ_i loss_i in double, in row order (the same bits whatever the thread count), scaled.
 template <class T>
@@ -346,14 +395,21 @@ void cross_entropy_index_impl(const CrossEntropyIndexArgs& a) {
         for (int64_t i = 0; i < N; ++i) denom += detail::mean_denominator_term(w, a.target[i], c.ignore, c.pad);
     const double inv = detail::reduction_scale(mean, denom);
     c.scale = static_cast<T>(inv);
+    T w_min = std::numeric_limits<T>::infinity();
+    for (int64_t k = 0; k < K; ++k) {
+        const T W = detail::ce_row_mass(c.sw, w ? w[k] : T(1), c.sum_w);
+        if (k != c.pad && W > T(0) && W < w_min) w_min = W;
+    }
+    c.p_floor = grad_prob_floor(c.scale, w_min);
 
     T* loss = static_cast<T*>(a.row_loss);
     T* lse = static_cast<T*>(a.lse);
     T* grad = static_cast<T*>(a.grad);
     bool vector = false;
-    if constexpr (std::is_same_v<T, float>) vector = has_avx512();
-    const bool stream = grad && N * K * int64_t(sizeof(T)) >= kStreamMinBytes;
+    if constexpr (std::is_same_v<T, float>) vector = vector_f32();
+    [[maybe_unused]] const bool stream = grad && N * K * int64_t(sizeof(T)) >= kStreamMinBytes;
     for_row_blocks(N, N * K, [&](int64_t r0, int64_t r1) {
+#if defined(LSG_X86_64)
         if constexpr (std::is_same_v<T, float>) {
             if (vector) {
                 if (w)
@@ -363,6 +419,7 @@ void cross_entropy_index_impl(const CrossEntropyIndexArgs& a) {
                 return;
             }
         }
+#endif
         for (int64_t i = r0; i < r1; ++i)
             ce_row_portable(c, x + i * K, a.target[i], loss + i, lse ? lse + i : nullptr,
                             grad ? grad + i * K : nullptr);
@@ -373,10 +430,12 @@ void cross_entropy_index_impl(const CrossEntropyIndexArgs& a) {
 // ---- probability-target cross-entropy ----------------------------------------------------------
 
 template <class T>
-LseState<T> row_lse(const T* x, int64_t K, bool vector) {
+LseState<T> row_lse(const T* x, int64_t K, [[maybe_unused]] bool vector) {
+#if defined(LSG_X86_64)
     if constexpr (std::is_same_v<T, float>) {
         if (vector) return row_lse_avx512(x, K);
     }
+#endif
     LseState<T> st = detail::lse_init<T>();
     for (int64_t k = 0; k < K; ++k) detail::lse_update(st, x[k]);
     return st;
@@ -398,7 +457,7 @@ void cross_entropy_prob_impl(const CrossEntropyProbArgs& a) {
     T* grad = static_cast<T*>(a.grad);
     T* grad_t = static_cast<T*>(a.grad_target);
     bool vector = false;
-    if constexpr (std::is_same_v<T, float>) vector = has_avx512();
+    if constexpr (std::is_same_v<T, float>) vector = vector_f32();
     for_row_blocks(N, N * K, [&](int64_t r0, int64_t r1) {
         for (int64_t i = r0; i < r1; ++i) {
             const T* xi = x + i * K;
@@ -419,8 +478,9 @@ void cross_entropy_prob_impl(const CrossEntropyProbArgs& a) {
             const T W = static_cast<T>(Wd);
             if (grad) {
                 T* gi = grad + i * K;
+                const T floor = grad_prob_floor(scale, W);
                 for (int64_t k = 0; k < K; ++k)
-                    gi[k] = detail::ce_grad(scale, W, detail::softmax_prob(xi[k], st.m, log_s),
+                    gi[k] = detail::ce_grad(scale, W, grad_prob(detail::softmax_prob(xi[k], st.m, log_s), floor),
                                             detail::prob_target(ti[k], keep, spread), w ? w[k] : T(1));
             }
             if (grad_t) {

@@ -26,6 +26,20 @@ LSG_HD inline T lm_neg_inf() {
     return -static_cast<T>(INFINITY);
 }
 
+// The log-sum-exp and softmax arithmetic never produces a subnormal number: on many x86 CPUs each
+// one costs a microcode assist (a 4.7x slower (8192, 10) cross-entropy on an Intel Xeon). Below
+// lm_exp_floor, e^x is taken as exactly 0 instead: e^−87 = 1.6e−38 is just above float's smallest
+// normal number 1.18e−38 (e^−708 = 3.3e−308 above double's 2.2e−308), so what is dropped is below
+// the smallest normal number, far below any rounding of a row sum ≥ 1. The vector kernels' exp
+// approximations select 0 below the same floor.
+LSG_HD constexpr float lm_exp_floor(float) { return -87.0f; }
+LSG_HD constexpr double lm_exp_floor(double) { return -708.0; }
+// e^x when it is a normal number (or +inf, or NaN for NaN), else exactly 0.
+template <class T>
+LSG_HD inline T lm_exp_normal(T x) {
+    return x < lm_exp_floor(x) ? T(0) : lm_exp(x);
+}
+
 // ---- online log-sum-exp ---------------------------------------------------------------------
 // The running state of lse over the elements seen so far: m their maximum, s = Σ e^{x − m}.
 // Masked elements (−inf) contribute e^{−inf} = 0 and never form −inf − (−inf); a row of only −inf
@@ -46,10 +60,10 @@ LSG_HD inline LseState<T> lse_init() {
 template <class T>
 LSG_HD inline void lse_update(LseState<T>& st, T x) {
     if (x > st.m) {
-        st.s = st.s * lm_exp(st.m - x) + T(1);
+        st.s = st.s * lm_exp_normal(st.m - x) + T(1);
         st.m = x;
     } else if (x != lm_neg_inf<T>()) {
-        st.s += lm_exp(x - st.m);
+        st.s += lm_exp_normal(x - st.m);
     }
 }
 
@@ -61,8 +75,8 @@ template <class T>
 LSG_HD inline LseState<T> lse_merge(LseState<T> a, LseState<T> b) {
     const T m = a.m > b.m ? a.m : b.m;
     if (m == lm_neg_inf<T>()) return {m, a.s + b.s};
-    const T sa = a.m == lm_neg_inf<T>() ? a.s : a.s * lm_exp(a.m - m);
-    const T sb = b.m == lm_neg_inf<T>() ? b.s : b.s * lm_exp(b.m - m);
+    const T sa = a.m == lm_neg_inf<T>() ? a.s : a.s * lm_exp_normal(a.m - m);
+    const T sb = b.m == lm_neg_inf<T>() ? b.s : b.s * lm_exp_normal(b.m - m);
     return {m, sa + sb};
 }
 
@@ -164,10 +178,10 @@ LSG_HD inline T ce_row_mass(SmoothWeights<T> sw, T w_y, T sum_w) {
 }
 
 // p_j = e^{(x_j − m) − log s}: x_j − m is exact, so p keeps full precision whatever the offset of
-// the row. A masked class (x_j = −inf) has p_j = 0.
+// the row. A masked class (x_j = −inf) has p_j = 0, and so has one whose p_j would be subnormal.
 template <class T>
 LSG_HD inline T softmax_prob(T x_j, T m, T log_s) {
-    return lm_exp((x_j - m) - log_s);
+    return lm_exp_normal((x_j - m) - log_s);
 }
 
 // ∂loss/∂x_j = scale·(W·p_j − q_j·w_j); finite for a masked class even when the loss is +inf.

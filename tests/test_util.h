@@ -11,6 +11,15 @@
 
 namespace lsg::testing {
 
+// The CPU kernel instruction sets this CPU runs (ops/cpu_isa.h), portable first: tests run each
+// vector path against the same reference.
+inline std::vector<detail::CpuIsa> supported_cpu_isas() {
+    std::vector<detail::CpuIsa> out;
+    for (detail::CpuIsa isa : {detail::CpuIsa::portable, detail::CpuIsa::avx2, detail::CpuIsa::avx512})
+        if (detail::cpu_isa_supported(isa)) out.push_back(isa);
+    return out;
+}
+
 // A contiguous float64 leaf of `shape` with seeded normal values (× scale + shift), requiring grad.
 inline Tensor leaf(const Shape& shape, uint64_t seed, double scale = 1.0, double shift = 0.0) {
     Generator gen(seed);
