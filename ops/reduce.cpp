@@ -231,6 +231,8 @@ Tensor sum_to(const Tensor& g, const Shape& shape) {
     if (g.shape() == shape) return g;
     LSG_CHECK(g.dim() >= static_cast<int64_t>(shape.size()), "cannot sum shape ", g.shape(), " to ", shape);
     const int64_t lead = g.dim() - static_cast<int64_t>(shape.size());
+    for (int64_t d = lead; d < g.dim(); ++d)
+        LSG_CHECK(shape[d - lead] == g.shape()[d] || shape[d - lead] == 1, "cannot sum shape ", g.shape(), " to ", shape);
     std::vector<int64_t> dims;
     for (int64_t d = 0; d < g.dim(); ++d)
         if (d < lead || (shape[d - lead] == 1 && g.shape()[d] != 1)) dims.push_back(d);
