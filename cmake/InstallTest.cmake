@@ -1,6 +1,6 @@
 # Installs this build into a scratch prefix, then configures, builds and runs tests/downstream
 # against it with find_package(lsgrad), as a user would. Run by ctest (see tests/install.cmake).
-foreach(var BUILD_DIR SOURCE_DIR WORK_DIR GENERATOR)
+foreach(var BUILD_DIR SOURCE_DIR WORK_DIR GENERATOR CXX_COMPILER)
   if(NOT DEFINED ${var})
     message(FATAL_ERROR "install_test.cmake needs -D${var}=...")
   endif()
@@ -21,6 +21,8 @@ if(NOT EXISTS ${prefix}/include/lsgrad/lsgrad.h OR NOT EXISTS ${prefix}/include/
   message(FATAL_ERROR "headers were not installed under include/lsgrad/")
 endif()
 run(configure ${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/downstream -B ${WORK_DIR}/build -G ${GENERATOR}
-    -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_BUILD_TYPE=Release)
+    -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_BUILD_TYPE=Release
+    # The package's compiler: a static library built by clang needs clang's OpenMP runtime.
+    -DCMAKE_CXX_COMPILER=${CXX_COMPILER})
 run(build ${CMAKE_COMMAND} --build ${WORK_DIR}/build)
 run(run ${WORK_DIR}/build/downstream)

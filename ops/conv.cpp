@@ -1,11 +1,6 @@
 // Convolution and pooling: forward, backward and the OpenMP CPU kernels.
 #include "lsgrad/ops/conv.h"
 
-// GCC 12's AVX-512 intrinsics expand through _mm*_undefined_*(), which -Wmaybe-uninitialized
-// reports inside the compiler's own header (a known false positive); silence it for this file.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-
 #include <algorithm>
 #include <type_traits>
 
@@ -13,8 +8,18 @@
 #include "lsgrad/core/backend.h"
 #include "lsgrad/core/checked.h"
 #include "lsgrad/ops/conv_math.h"
+#include "lsgrad/ops/cpu_isa.h"
 #include "lsgrad/ops/cpu_kernels.h"
 #include "lsgrad/ops/reduce.h"
+
+#if defined(LSG_X86_64)
+// GCC 12's AVX-512 intrinsics expand through _mm*_undefined_*(), which -Wmaybe-uninitialized
+// reports inside the compiler's own header (a known false positive); silence it for this file.
+#if !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+#endif
 
 namespace lsg {
 
@@ -88,12 +93,12 @@ void CpuTensorKernels::col2im(const Tensor& cols, const Window2d& g, Tensor& dx)
 
 namespace {
 
+#if defined(LSG_X86_64)
 // One [H, W] plane of a 2×2, stride-2, unpadded f32 max-pool with AVX-512: each output row's
 // windows are de-interleaved into four candidate vectors (top-left, top-right, bottom-left,
 // bottom-right, the raster order) and reduced with masked selects that follow pool_takes exactly.
 // A scalar loop mispredicts its compare on about every other element of real activations.
-__attribute__((target("avx512f,avx512dq"))) void pool2x2_plane_avx512(const float* img, const Window2d& g, float* out,
-                                                                       int64_t* arg) {
+LSG_TARGET_AVX512 void pool2x2_plane_avx512(const float* img, const Window2d& g, float* out, int64_t* arg) {
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -135,16 +140,20 @@ __attribute__((target("avx512f,avx512dq"))) void pool2x2_plane_avx512(const floa
     }
 }
 
+#endif  // LSG_X86_64
+
 // The vector path for one plane when the CPU has it (false: use the portable search).
 template <class T>
-bool pool2x2_fast(const T* img, const Window2d& g, T* out, int64_t* arg) {
+bool pool2x2_fast([[maybe_unused]] const T* img, [[maybe_unused]] const Window2d& g, [[maybe_unused]] T* out,
+                  [[maybe_unused]] int64_t* arg) {
+#if defined(LSG_X86_64)
     if constexpr (std::is_same_v<T, float>) {
-        static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
-        if (avx512) {
+        if (detail::cpu_isa() == detail::CpuIsa::avx512) {
             pool2x2_plane_avx512(img, g, out, arg);
             return true;
         }
     }
+#endif
     return false;
 }
 

@@ -1,7 +1,8 @@
 // Packed, cache-blocked GEMM (see gemm.h). One generic algorithm, compiled once per instruction set:
-// this file includes itself (the LSG_GEMM_PASS section at the bottom) inside a `#pragma GCC target`
-// region and a namespace per ISA, so the AVX-512 and AVX2 kernels exist in every x86 build and the best
-// one is picked at run time with __builtin_cpu_supports, whatever -march the library was built with.
+// this file includes itself (the LSG_GEMM_PASS section at the bottom) inside a target region
+// (LSG_TARGET_BEGIN_*, cpu_isa.h) and a namespace per ISA, so the AVX-512 and AVX2 kernels exist in
+// every x86-64 build and the one cpu_isa() names runs, whatever -march the library was built with.
+// Other targets compile the portable kernels only.
 //
 // Algorithm (GotoBLAS/BLIS loop nest, per chunk of C):
 //   for jc over the chunk's columns, NC at a time          B block (kc x NC) packed, lives in L2
@@ -34,10 +35,10 @@
 #include <new>
 
 #include "lsgrad/core/error.h"
+#include "lsgrad/ops/cpu_isa.h"
 
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(LSG_X86_64)
 #include <immintrin.h>
-#define LSG_GEMM_X86 1
 #endif
 
 namespace lsg::detail {
@@ -160,10 +161,9 @@ using F64 = Isa<double>;
 #undef LSG_GEMM_PASS
 }  // namespace lsg::detail::gemm_portable
 
-#ifdef LSG_GEMM_X86
+#if defined(LSG_X86_64)
 // ---- AVX2 + FMA kernels: 6 x 16 floats (6 x 8 doubles) in 12 of the 16 ymm registers. ----
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
+LSG_TARGET_BEGIN_AVX2
 namespace lsg::detail::gemm_avx2 {
 namespace {
 // dst[r * ldd + c] = src[c * lds + r] for an 8 x 8 float block.
@@ -241,11 +241,10 @@ struct F64 {
 #include "gemm.cpp"  // NOLINT(bugprone-suspicious-include): the generic driver, see the top comment
 #undef LSG_GEMM_PASS
 }  // namespace lsg::detail::gemm_avx2
-#pragma GCC pop_options
+LSG_TARGET_END
 
 // ---- AVX-512 kernels: 6 x 64 floats (6 x 32 doubles) in 24 of the 32 zmm registers. ----
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")
+LSG_TARGET_BEGIN_AVX512
 namespace lsg::detail::gemm_avx512 {
 namespace {
 inline void transpose8x8(const float* src, int64_t lds, float* dst, int64_t ldd) {
@@ -289,36 +288,11 @@ struct F64 {
 #include "gemm.cpp"  // NOLINT(bugprone-suspicious-include): the generic driver, see the top comment
 #undef LSG_GEMM_PASS
 }  // namespace lsg::detail::gemm_avx512
-#pragma GCC pop_options
-#endif  // LSG_GEMM_X86
+LSG_TARGET_END
+#endif  // LSG_X86_64
 
 namespace lsg::detail {
 namespace {
-
-GemmIsa best_isa() {
-#ifdef LSG_GEMM_X86
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
-        return GemmIsa::avx512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return GemmIsa::avx2;
-#endif
-    return GemmIsa::portable;
-}
-
-GemmIsa& active_isa() {
-    static GemmIsa isa = best_isa();
-    return isa;
-}
-
-const char* isa_name(GemmIsa isa) {
-    switch (isa) {
-        case GemmIsa::portable: return "portable";
-        case GemmIsa::avx2: return "avx2";
-        case GemmIsa::avx512: return "avx512";
-    }
-    return "unknown";
-}
 
 // Shape and argument checks shared by both precisions, then the cases that need no product.
 template <class T>
@@ -351,27 +325,15 @@ bool gemm_trivial(const char* op, bool trans_a, bool trans_b, int64_t m, int64_t
 
 }  // namespace
 
-GemmIsa gemm_isa() { return active_isa(); }
-
-bool gemm_isa_supported(GemmIsa isa) {
-    return static_cast<int>(isa) <= static_cast<int>(best_isa());
-}
-
-void set_gemm_isa(GemmIsa isa) {
-    LSG_CHECK(gemm_isa_supported(isa), "this CPU cannot run the ", isa_name(isa), " kernels (best: ",
-              isa_name(best_isa()), ")");
-    active_isa() = isa;
-}
-
 void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
               int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
     if (gemm_trivial("gemm_f32", trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
-    switch (active_isa()) {
-#ifdef LSG_GEMM_X86
-        case GemmIsa::avx512:
+    switch (cpu_isa()) {
+#if defined(LSG_X86_64)
+        case CpuIsa::avx512:
             return gemm_avx512::gemm<gemm_avx512::F32>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
                                                        beta, c, ldc);
-        case GemmIsa::avx2:
+        case CpuIsa::avx2:
             return gemm_avx2::gemm<gemm_avx2::F32>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta,
                                                    c, ldc);
 #endif
@@ -384,12 +346,12 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float
 void gemm_f64(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
               int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
     if (gemm_trivial("gemm_f64", trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
-    switch (active_isa()) {
-#ifdef LSG_GEMM_X86
-        case GemmIsa::avx512:
+    switch (cpu_isa()) {
+#if defined(LSG_X86_64)
+        case CpuIsa::avx512:
             return gemm_avx512::gemm<gemm_avx512::F64>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
                                                        beta, c, ldc);
-        case GemmIsa::avx2:
+        case CpuIsa::avx2:
             return gemm_avx2::gemm<gemm_avx2::F64>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta,
                                                    c, ldc);
 #endif

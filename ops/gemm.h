@@ -1,7 +1,7 @@
 // The CPU matrix multiply behind Linear, the im2col convolution and their gradients: a packed,
 // cache-blocked, vectorised, OpenMP-parallel GEMM in the GotoBLAS/BLIS style. The vector kernel
-// (AVX-512, AVX2+FMA or portable) is chosen at run time from what the CPU supports, so the library
-// is fast without being built for one machine.
+// (AVX-512, AVX2+FMA or portable) is the one cpu_isa() names (ops/cpu_isa.h): chosen at run time from
+// what the CPU supports, so the library is fast without being built for one machine.
 #pragma once
 
 #include <cstdint>
@@ -21,18 +21,5 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float
 // The same product in double precision, for gradient checks and f64 tensors.
 void gemm_f64(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
               int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc);
-
-// The instruction sets the GEMM kernels exist for, best last.
-enum class GemmIsa { portable, avx2, avx512 };
-
-// The kernel set gemm_f32/gemm_f64 use now: the best one the CPU supports unless set_gemm_isa chose.
-GemmIsa gemm_isa();
-
-// Whether this CPU (and OS) can run the kernels of `isa`.
-bool gemm_isa_supported(GemmIsa isa);
-
-// Forces the kernel set (tests run every supported one against the same reference). Throws
-// lsg::Error when the CPU cannot run it. Not thread-safe: call it while no GEMM runs.
-void set_gemm_isa(GemmIsa isa);
 
 }  // namespace lsg::detail

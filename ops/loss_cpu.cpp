@@ -1,19 +1,15 @@
 // The CPU loss kernels. Every kernel has a portable path written with the shared arithmetic of
 // ops/loss_math.h (templated on the element type; it is the only f64 path and the reference the
-// vector paths are tested against) and, for f32 on CPUs with AVX-512 (checked at run time), a
-// vectorised fused path for index-target cross-entropy:
+// vector paths are tested against) and, for f32 on x86-64 CPUs with AVX-512 (cpu_isa(), checked at
+// run time), a vectorised fused path for index-target cross-entropy:
 //   - K ≤ 16: a row is one masked vector; e^{x − max} is computed once and reused for the gradient.
 //   - K > 16: one read of the row keeps per-lane running max / Σ e^{x − max} / Σ w·(x − c) (online
 //     softmax, rescaling only the lanes whose max grew), then, while the row is in L1/L2, a second
 //     sweep writes the gradient; for large outputs with non-temporal stores, so the gradient buffer
 //     is not read before it is written (8 bytes of DRAM traffic per logit instead of 12).
+// Other CPUs (AVX2-only x86, aarch64) and f64 run the portable path.
 // Rows are split into one contiguous block per OpenMP thread (deterministic, many rows per thread
 // for small K); problems under kParallelMinWork logits run on the calling thread.
-// GCC 12's _mm512_reduce_* expand through _mm256_undefined_ps(), which -Wmaybe-uninitialized
-// reports as a use of an uninitialised value inside the compiler's own header (a known false
-// positive); silence that one warning for this file only.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -22,8 +18,19 @@
 #include <vector>
 
 #include "lsgrad/core/error.h"
+#include "lsgrad/ops/cpu_isa.h"
 #include "lsgrad/ops/loss_kernels.h"
 #include "lsgrad/ops/loss_math.h"
+
+#if defined(LSG_X86_64)
+// GCC 12's _mm512_reduce_* expand through _mm256_undefined_ps(), which -Wmaybe-uninitialized
+// reports as a use of an uninitialised value inside the compiler's own header (a known false
+// positive); silence that one warning for this file only.
+#if !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+#endif
 
 namespace lsg {
 namespace {
@@ -54,10 +61,13 @@ void for_row_blocks(int64_t rows, int64_t work, Fn&& fn) {
     }
 }
 
-bool has_avx512() {
-    static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-                            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-    return yes;
+// Whether the f32 AVX-512 paths run.
+bool vector_f32() {
+#if defined(LSG_X86_64)
+    return detail::cpu_isa() == detail::CpuIsa::avx512;
+#else
+    return false;
+#endif
 }
 
 // ---- index-target cross-entropy ---------------------------------------------------------------
@@ -108,8 +118,8 @@ void ce_row_portable(const CeCall<T>& c, const T* x, int64_t y, T* loss, T* lse_
 }
 
 // ---- AVX-512 f32 paths ------------------------------------------------------------------------
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")
+#if defined(LSG_X86_64)
+LSG_TARGET_BEGIN_AVX512
 
 // e^x for 16 floats, about 1 ulp: Cody–Waite reduction x = n·ln2 + r, |r| ≤ ln2/2, Cephes' degree-6
 // polynomial for e^r, then scalef by 2^n (which saturates to 0 / +inf without integer overflow).
@@ -314,7 +324,8 @@ LseState<float> row_lse_avx512(const float* x, int64_t K) {
     return merge_lanes(vmax, vsum);
 }
 
-#pragma GCC pop_options
+LSG_TARGET_END
+#endif  // LSG_X86_64
 
 // Σ_i loss_i in double, in row order (the same bits whatever the thread count), scaled.
 template <class T>
@@ -355,9 +366,10 @@ void cross_entropy_index_impl(const CrossEntropyIndexArgs& a) {
     T* lse = static_cast<T*>(a.lse);
     T* grad = static_cast<T*>(a.grad);
     bool vector = false;
-    if constexpr (std::is_same_v<T, float>) vector = has_avx512();
-    const bool stream = grad && N * K * int64_t(sizeof(T)) >= kStreamMinBytes;
+    if constexpr (std::is_same_v<T, float>) vector = vector_f32();
+    [[maybe_unused]] const bool stream = grad && N * K * int64_t(sizeof(T)) >= kStreamMinBytes;
     for_row_blocks(N, N * K, [&](int64_t r0, int64_t r1) {
+#if defined(LSG_X86_64)
         if constexpr (std::is_same_v<T, float>) {
             if (vector) {
                 if (w)
@@ -367,6 +379,7 @@ void cross_entropy_index_impl(const CrossEntropyIndexArgs& a) {
                 return;
             }
         }
+#endif
         for (int64_t i = r0; i < r1; ++i)
             ce_row_portable(c, x + i * K, a.target[i], loss + i, lse ? lse + i : nullptr,
                             grad ? grad + i * K : nullptr);
@@ -377,10 +390,12 @@ void cross_entropy_index_impl(const CrossEntropyIndexArgs& a) {
 // ---- probability-target cross-entropy ----------------------------------------------------------
 
 template <class T>
-LseState<T> row_lse(const T* x, int64_t K, bool vector) {
+LseState<T> row_lse(const T* x, int64_t K, [[maybe_unused]] bool vector) {
+#if defined(LSG_X86_64)
     if constexpr (std::is_same_v<T, float>) {
         if (vector) return row_lse_avx512(x, K);
     }
+#endif
     LseState<T> st = detail::lse_init<T>();
     for (int64_t k = 0; k < K; ++k) detail::lse_update(st, x[k]);
     return st;
@@ -402,7 +417,7 @@ void cross_entropy_prob_impl(const CrossEntropyProbArgs& a) {
     T* grad = static_cast<T*>(a.grad);
     T* grad_t = static_cast<T*>(a.grad_target);
     bool vector = false;
-    if constexpr (std::is_same_v<T, float>) vector = has_avx512();
+    if constexpr (std::is_same_v<T, float>) vector = vector_f32();
     for_row_blocks(N, N * K, [&](int64_t r0, int64_t r1) {
         for (int64_t i = r0; i < r1; ++i) {
             const T* xi = x + i * K;

@@ -15,11 +15,12 @@
 #include <vector>
 
 #include "lsgrad/core/error.h"
+#include "lsgrad/ops/cpu_isa.h"
 #include "lsgrad/ops/gemm.h"
 
 namespace {
 
-using lsg::detail::GemmIsa;
+using lsg::detail::CpuIsa;
 
 struct Case {
     bool ta, tb;
@@ -35,33 +36,24 @@ std::string describe(const Case& c) {
     return os.str();
 }
 
-const char* isa_name(GemmIsa isa) {
-    switch (isa) {
-        case GemmIsa::portable: return "portable";
-        case GemmIsa::avx2: return "avx2";
-        case GemmIsa::avx512: return "avx512";
-    }
-    return "?";
-}
-
-std::vector<GemmIsa> supported_isas() {
-    std::vector<GemmIsa> out;
-    for (GemmIsa isa : {GemmIsa::portable, GemmIsa::avx2, GemmIsa::avx512})
-        if (lsg::detail::gemm_isa_supported(isa)) out.push_back(isa);
+std::vector<CpuIsa> supported_isas() {
+    std::vector<CpuIsa> out;
+    for (CpuIsa isa : {CpuIsa::portable, CpuIsa::avx2, CpuIsa::avx512})
+        if (lsg::detail::cpu_isa_supported(isa)) out.push_back(isa);
     return out;
 }
 
 // Restores the kernel set and thread count a test changed, even when an assertion returns early.
 class Restore {
 public:
-    Restore() : isa_(lsg::detail::gemm_isa()), threads_(omp_get_max_threads()) {}
+    Restore() : isa_(lsg::detail::cpu_isa()), threads_(omp_get_max_threads()) {}
     ~Restore() {
-        lsg::detail::set_gemm_isa(isa_);
+        lsg::detail::set_cpu_isa(isa_);
         omp_set_num_threads(threads_);
     }
 
 private:
-    GemmIsa isa_;
+    CpuIsa isa_;
     int threads_;
 };
 
@@ -184,9 +176,9 @@ std::vector<Case> parallel_cases() {
 
 TEST(Gemm, EdgeShapesEveryKernelSet) {
     Restore restore;
-    for (GemmIsa isa : supported_isas()) {
-        SCOPED_TRACE(isa_name(isa));
-        lsg::detail::set_gemm_isa(isa);
+    for (CpuIsa isa : supported_isas()) {
+        SCOPED_TRACE(lsg::detail::cpu_isa_name(isa));
+        lsg::detail::set_cpu_isa(isa);
         uint32_t seed = 1;
         for (const Case& cs : edge_cases()) {
             check_case<float>(cs, seed);
@@ -198,9 +190,9 @@ TEST(Gemm, EdgeShapesEveryKernelSet) {
 TEST(Gemm, ParallelShapesEveryKernelSet) {
     Restore restore;
     omp_set_num_threads(3);  // several threads even on a one-core machine
-    for (GemmIsa isa : supported_isas()) {
-        SCOPED_TRACE(isa_name(isa));
-        lsg::detail::set_gemm_isa(isa);
+    for (CpuIsa isa : supported_isas()) {
+        SCOPED_TRACE(lsg::detail::cpu_isa_name(isa));
+        lsg::detail::set_cpu_isa(isa);
         uint32_t seed = 100;
         for (const Case& cs : parallel_cases()) check_case<float>(cs, seed++);
         check_case<double>(parallel_cases()[0], seed++);
@@ -219,9 +211,9 @@ TEST(Gemm, OneThreadAndManyThreadsGiveTheSameBits) {
         std::vector<float> a(size_t(m * k)), b(size_t(k * n));
         for (float& x : a) x = dist(rng);
         for (float& x : b) x = dist(rng);
-        for (GemmIsa isa : supported_isas()) {
-            SCOPED_TRACE(std::string(isa_name(isa)) + " m=" + std::to_string(m) + " n=" + std::to_string(n));
-            lsg::detail::set_gemm_isa(isa);
+        for (CpuIsa isa : supported_isas()) {
+            SCOPED_TRACE(std::string(lsg::detail::cpu_isa_name(isa)) + " m=" + std::to_string(m) + " n=" + std::to_string(n));
+            lsg::detail::set_cpu_isa(isa);
             std::vector<std::vector<float>> results;
             for (int threads : {1, 2, 3}) {
                 omp_set_num_threads(threads);
@@ -260,14 +252,14 @@ TEST(Gemm, RejectsBadArguments) {
 
 TEST(Gemm, KernelSetSelection) {
     Restore restore;
-    EXPECT_TRUE(lsg::detail::gemm_isa_supported(GemmIsa::portable));
-    EXPECT_TRUE(lsg::detail::gemm_isa_supported(lsg::detail::gemm_isa()));
-    for (GemmIsa isa : {GemmIsa::portable, GemmIsa::avx2, GemmIsa::avx512}) {
-        if (lsg::detail::gemm_isa_supported(isa)) {
-            lsg::detail::set_gemm_isa(isa);
-            EXPECT_EQ(lsg::detail::gemm_isa(), isa);
+    EXPECT_TRUE(lsg::detail::cpu_isa_supported(CpuIsa::portable));
+    EXPECT_TRUE(lsg::detail::cpu_isa_supported(lsg::detail::cpu_isa()));
+    for (CpuIsa isa : {CpuIsa::portable, CpuIsa::avx2, CpuIsa::avx512}) {
+        if (lsg::detail::cpu_isa_supported(isa)) {
+            lsg::detail::set_cpu_isa(isa);
+            EXPECT_EQ(lsg::detail::cpu_isa(), isa);
         } else {
-            EXPECT_THROW(lsg::detail::set_gemm_isa(isa), lsg::Error);
+            EXPECT_THROW(lsg::detail::set_cpu_isa(isa), lsg::Error);
         }
     }
 }
