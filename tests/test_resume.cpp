@@ -4,6 +4,7 @@
 // The data is a small synthetic MNIST written here, so the test needs no download and runs in
 // seconds.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -134,6 +135,51 @@ TEST_P(Resume, RefusesACheckpointOfAnotherRun) {
     EXPECT_NE(std::system(cmd.c_str()), 0);
     EXPECT_NE(read_file(dir_ / "bad.log").find("--seed 5, this run has --seed 6"), std::string::npos)
         << read_file(dir_ / "bad.log");
+}
+
+// Every bad flag stops the program before training with exit status 1 and one line naming it.
+TEST(MnistFlags, BadValuesFailUpFrontWithOneLine) {
+    const fs::path dir = fs::temp_directory_path() / ("lsgrad_flags_" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    fs::create_directories(dir / "data");
+    write_split(dir / "data", "train", 200, 1);
+    write_split(dir / "data", "t10k", 20, 2);
+    const std::string file = (dir / "data" / "train-labels-idx1-ubyte").string();  // not a folder
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"--threads 0", "--threads"},
+        {"--threads -3", "--threads"},
+        {"--threads 100000", "--threads"},
+        {"--loss ls --smoothing nan", "--smoothing"},
+        {"--loss ls --smoothing 1.5", "--smoothing"},
+        {"--lr inf", "--lr"},
+        {"--lr nan", "--lr"},
+        {"--lr -1", "--lr"},
+        {"--weight-decay nan", "--weight-decay"},
+        {"--loss mixup --mixup-alpha inf", "--mixup-alpha"},
+        {"--epochs -1", "--epochs"},
+        {"--holdout 0 --batch-size 9223372036854775807", "--batch-size"},
+        {"--holdout 0 --batch-size 201", "--batch-size"},
+        {"--save " + file + "/model.safetensors", "--save"},
+        {"--checkpoint " + file + "/ck.safetensors", "--checkpoint"},
+        {"--metrics-out " + file + "/m.jsonl", "--metrics-out"},
+        {"--plot-dir " + file + "/plots", "--plot-dir"},
+        {"--stop-after 1", "--stop-after"},
+        {"--resume a.safetensors --load b.safetensors", "--resume"},
+        {"--test-limit -1", "--test-limit"},
+    };
+    for (const auto& [flags, name] : cases) {
+        const fs::path log = dir / "out.log";
+        const std::string cmd = std::string(LSGRAD_MNIST_EXE) + " --data " + (dir / "data").string() +
+                                " --model mlp --epochs 1 --holdout 20 " + flags + " > " + log.string() + " 2>&1";
+        const int status = std::system(cmd.c_str());
+        const std::string out = read_file(log);
+        EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << flags << ": status " << status << "\n" << out;
+        const size_t error_line = out.find("error: ");
+        ASSERT_NE(error_line, std::string::npos) << flags << "\n" << out;
+        EXPECT_NE(out.find(name, error_line), std::string::npos) << flags << "\n" << out;
+        EXPECT_EQ(out.find("epoch 1/"), std::string::npos) << flags << ": training started\n" << out;
+    }
+    fs::remove_all(dir);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, Resume,

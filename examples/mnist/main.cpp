@@ -86,8 +86,9 @@ struct Options {
     int64_t log_every = 0;
 };
 
-// More OpenMP threads than this is a typo, not a machine.
-constexpr int kMaxThreads = 1024;
+// More OpenMP threads than four per processor only oversubscribes the machine (every kernel
+// splits its work by thread count): a larger --threads is a typo, not a setting.
+int max_threads() { return 4 * std::max(1, omp_get_num_procs()); }
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
@@ -383,8 +384,8 @@ void check_options(Options& o) {
     if (o.optimizer.empty()) o.optimizer = o.model == "mlp" ? "sgd" : "adam";
     if (!o.lr_given) o.lr = o.optimizer == "sgd" ? 0.05 : 2e-3;
     if (!o.smoothing_given) o.smoothing = (o.loss == "ce" || o.loss == "mixup" || o.loss == "cutmix") ? 0.0 : 0.1;
-    if (o.threads_given && (o.threads < 1 || o.threads > kMaxThreads))
-        bad_flag(fmt("--threads must lie in [1, %d], got %d", kMaxThreads, o.threads));
+    if (o.threads_given && (o.threads < 1 || o.threads > max_threads()))
+        bad_flag(fmt("--threads must lie in [1, %d] (4 per processor), got %d", max_threads(), o.threads));
     if (!in_range(o.smoothing, 0.0, 1.0)) bad_flag(fmt("--smoothing must lie in [0, 1], got %g", o.smoothing));
     if (o.loss == "ce" && o.smoothing != 0.0)
         bad_flag("--smoothing needs a smoothed loss (--loss ls, kl or soft); ce is plain cross-entropy");
