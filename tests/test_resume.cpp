@@ -157,8 +157,8 @@ TEST(MnistFlags, BadValuesFailUpFrontWithOneLine) {
         {"--weight-decay nan", "--weight-decay"},
         {"--loss mixup --mixup-alpha inf", "--mixup-alpha"},
         {"--epochs -1", "--epochs"},
-        {"--holdout 0 --batch-size 9223372036854775807", "--batch-size"},
-        {"--holdout 0 --batch-size 201", "--batch-size"},
+        {"--batch-size 9223372036854775807", "--batch-size"},
+        {"--batch-size 181", "--batch-size"},  // 200 images, 20 held out
         {"--save " + file + "/model.safetensors", "--save"},
         {"--checkpoint " + file + "/ck.safetensors", "--checkpoint"},
         {"--metrics-out " + file + "/m.jsonl", "--metrics-out"},
