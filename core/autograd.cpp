@@ -34,14 +34,41 @@ public:
         LSG_CHECK_OP(name_, fn_ != nullptr,
                      "trying to backward through the graph a second time (its saved tensors were freed by the "
                      "first backward); pass retain_graph=true to the first backward");
+        check_versions();
         return fn_(grad_output);
     }
-    void release() override { fn_ = nullptr; }
+    void release() override {
+        fn_ = nullptr;
+        saved_.clear();
+    }
     std::string name() const override { return name_; }
 
+    // Remembers input i's storage and version at record time.
+    void save_version(size_t input, const Tensor& t) {
+        saved_.push_back({input, t.storage(), t.version(), t.shape()});
+    }
+
 private:
+    struct SavedVersion {
+        size_t input;
+        std::weak_ptr<Storage> storage;  // weak: a dead storage was not saved, nothing to check
+        uint64_t version;
+        Shape shape;
+    };
+
+    void check_versions() const {
+        for (const SavedVersion& s : saved_) {
+            const auto storage = s.storage.lock();
+            if (!storage || storage->version() == s.version) continue;
+            ::lsg::detail::fail(name_, "input ", s.input, " (shape ", s.shape, "), saved for the backward of ", name_,
+                                ", was modified by an in-place operation: its version is ", storage->version(),
+                                ", it was ", s.version, " when saved");
+        }
+    }
+
     const char* name_;
     BackwardFn fn_;
+    std::vector<SavedVersion> saved_;
 };
 
 // Where a leaf's gradients land. Holds the leaf weakly so that the graph does not keep
@@ -99,11 +126,16 @@ bool any_requires_grad(const Range& inputs) {
 }
 
 template <class Range>
-void record_range(const char* name, Tensor& out, const Range& inputs, BackwardFn fn) {
+void record_range(const char* name, Tensor& out, const Range& inputs, BackwardFn fn, bool saves_inputs = true) {
     if (!any_requires_grad(inputs)) return;
     auto node = std::make_shared<FunctionNode>(name, std::move(fn));
     node->next.reserve(inputs.size());
-    for (const Tensor& t : inputs) node->next.push_back(gradient_edge(t));
+    size_t i = 0;
+    for (const Tensor& t : inputs) {
+        node->next.push_back(gradient_edge(t));
+        if (saves_inputs && t.defined()) node->save_version(i, t);
+        ++i;
+    }
     TensorImpl& impl = out.impl();
     impl.grad_fn = std::move(node);
     impl.requires_grad = true;
@@ -115,6 +147,9 @@ bool needs_grad(const std::vector<Tensor>& inputs) { return any_requires_grad(in
 
 void record(const char* name, Tensor& out, std::initializer_list<Tensor> inputs, BackwardFn fn) {
     record_range(name, out, inputs, std::move(fn));
+}
+void record_view(const char* name, Tensor& out, const Tensor& base, BackwardFn fn) {
+    record_range(name, out, std::initializer_list<Tensor>{base}, std::move(fn), false);
 }
 void record_list(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn) {
     record_range(name, out, inputs, std::move(fn));

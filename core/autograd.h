@@ -41,10 +41,17 @@ bool needs_grad(const std::vector<Tensor>& inputs);
 // Makes `out` the result of op `name` on `inputs` with backward `fn`: sets out's grad_fn and
 // requires_grad. Does nothing when needs_grad(inputs) is false.
 void record(const char* name, Tensor& out, std::initializer_list<Tensor> inputs, BackwardFn fn);
+// The same for an op whose backward reads no input data (views, to, clone): an in-place write to
+// `base` between forward and backward is then no error (other ops' inputs are, see run_backward).
+void record_view(const char* name, Tensor& out, const Tensor& base, BackwardFn fn);
 // The same for ops with a variable number of inputs (cat, stack).
 void record_list(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn);
 
-// Back-propagates `grad` (same shape as `root`) through root's graph; see Tensor::backward.
+// Back-propagates `grad` (same shape as `root`) through root's graph; see Tensor::backward. Before
+// a node's backward runs, the version of each input it recorded is compared with its storage's
+// version now (when that storage still lives): an in-place write in between is an lsg::Error
+// naming the op, as in PyTorch. Ops are treated as saving all their inputs (view ops none), which
+// is stricter than PyTorch for ops such as add that save nothing.
 void run_backward(const Tensor& root, const Tensor& grad, bool retain_graph);
 
 // Thread-local switch for recording; ops record only while it is on (the default).

@@ -18,6 +18,13 @@ public:
         seed_ = seed;
         offset_ = 0;
     }
+    // Counters drawn so far; with seed(), the generator's whole state (for checkpoints).
+    uint64_t offset() const { return offset_; }
+    // Restores a state saved as seed() and offset().
+    void set_state(uint64_t seed, uint64_t offset) {
+        seed_ = seed;
+        offset_ = offset;
+    }
     // Reserves n counters and returns the first.
     uint64_t advance(uint64_t n) {
         const uint64_t first = offset_;

@@ -9,6 +9,7 @@
 
 #include "lsgrad/core/autograd.h"
 #include "lsgrad/core/backend.h"
+#include "lsgrad/core/checked.h"
 
 namespace lsg {
 
@@ -21,21 +22,9 @@ Storage::~Storage() { allocator(device_).deallocate(data_, nbytes_); }
 
 // ---- shape helpers ------------------------------------------------------------------------------
 
-int64_t numel(const Shape& shape) {
-    int64_t n = 1;
-    for (int64_t s : shape) n *= s;
-    return n;
-}
+int64_t numel(const Shape& shape) { return checked::numel("numel", shape); }
 
-Shape contiguous_strides(const Shape& shape) {
-    Shape strides(shape.size());
-    int64_t s = 1;
-    for (size_t i = shape.size(); i-- > 0;) {
-        strides[i] = s;
-        s *= std::max<int64_t>(shape[i], 1);
-    }
-    return strides;
-}
+Shape contiguous_strides(const Shape& shape) { return checked::contiguous_strides("contiguous_strides", shape); }
 
 int64_t wrap_dim(const char* op, int64_t dim, int64_t ndim) {
     const int64_t n = std::max<int64_t>(ndim, 1);
@@ -47,12 +36,12 @@ int64_t wrap_dim(const char* op, int64_t dim, int64_t ndim) {
 namespace {
 
 std::shared_ptr<TensorImpl> make_impl(const Shape& shape, TensorOptions options) {
-    for (int64_t s : shape) LSG_CHECK_OP("empty", s >= 0, "negative size in shape ", shape);
+    const int64_t elem = static_cast<int64_t>(dtype_size(options.dtype));
+    const int64_t n = checked::numel("empty", shape, elem);
     auto impl = std::make_shared<TensorImpl>();
-    impl->storage = std::make_shared<Storage>(static_cast<size_t>(numel(shape)) * dtype_size(options.dtype),
-                                              options.device);
+    impl->storage = std::make_shared<Storage>(static_cast<size_t>(n) * static_cast<size_t>(elem), options.device);
     impl->shape = shape;
-    impl->strides = contiguous_strides(shape);
+    impl->strides = checked::contiguous_strides("empty", shape);
     impl->dtype = options.dtype;
     impl->requires_grad = options.requires_grad;
     return impl;
@@ -68,28 +57,31 @@ Tensor make_view(const Tensor& base, Shape shape, Shape strides, int64_t offset,
     impl->offset = offset;
     impl->dtype = base.dtype();
     Tensor out(std::move(impl));
-    autograd::record(name, out, {base}, std::move(backward));
+    autograd::record_view(name, out, base, std::move(backward));
     return out;
 }
 
 // Resolves a single -1 in `shape` for `n` elements.
 Shape infer_shape(const char* op, Shape shape, int64_t n, const Shape& from) {
     int64_t known = 1, infer = -1;
+    bool zero = false;  // a 0 in `shape`: -1 is then ambiguous, as in PyTorch
     for (size_t i = 0; i < shape.size(); ++i) {
         if (shape[i] == -1) {
             LSG_CHECK_OP(op, infer < 0, "only one dim may be -1, got ", shape);
             infer = static_cast<int64_t>(i);
         } else {
             LSG_CHECK_OP(op, shape[i] >= 0, "invalid size in shape ", shape);
-            known *= shape[i];
+            LSG_CHECK_OP(op, !__builtin_mul_overflow(known, std::max<int64_t>(shape[i], 1), &known), "shape ", shape,
+                         " has more elements than fit in int64");
+            if (shape[i] == 0) zero = true;
         }
     }
     if (infer >= 0) {
-        LSG_CHECK_OP(op, known != 0 && n % known == 0, "shape ", shape, " is invalid for input of shape ",
+        LSG_CHECK_OP(op, !zero && n % known == 0, "shape ", shape, " is invalid for input of shape ",
                      from, " (", n, " elements)");
         shape[infer] = n / known;
     }
-    LSG_CHECK_OP(op, numel(shape) == n, "shape ", shape, " is invalid for input of shape ", from, " (", n,
+    LSG_CHECK_OP(op, checked::numel(op, shape) == n, "shape ", shape, " is invalid for input of shape ", from, " (", n,
                  " elements)");
     return shape;
 }
@@ -164,7 +156,7 @@ Tensor Tensor::to(Device target) const {
         allocator(device()).copy_host(out.raw_data(), src.raw_data(), nbytes, false);
     }
     const Device from = device();
-    autograd::record("to", out, {*this}, [from](const Tensor& g) { return std::vector<Tensor>{g.to(from)}; });
+    autograd::record_view("to", out, *this, [from](const Tensor& g) { return std::vector<Tensor>{g.to(from)}; });
     return out;
 }
 
@@ -174,7 +166,7 @@ Tensor Tensor::to(DType target) const {
     tensor_kernels(device()).copy(kernel_context(device()), *this, out);
     if (is_floating(target) && is_floating(dtype())) {
         const DType from = dtype();
-        autograd::record("to", out, {*this}, [from](const Tensor& g) { return std::vector<Tensor>{g.to(from)}; });
+        autograd::record_view("to", out, *this, [from](const Tensor& g) { return std::vector<Tensor>{g.to(from)}; });
     }
     return out;
 }
@@ -187,7 +179,7 @@ Tensor Tensor::contiguous() const {
 Tensor Tensor::clone() const {
     Tensor out = empty(shape(), {.dtype = dtype(), .device = device()});
     tensor_kernels(device()).copy(kernel_context(device()), *this, out);
-    autograd::record("clone", out, {*this}, [](const Tensor& g) { return std::vector<Tensor>{g}; });
+    autograd::record_view("clone", out, *this, [](const Tensor& g) { return std::vector<Tensor>{g}; });
     return out;
 }
 
@@ -291,7 +283,7 @@ Tensor Tensor::flatten(int64_t start_dim, int64_t end_dim) const {
     LSG_CHECK(start_dim <= end_dim, "start_dim ", start_dim, " is after end_dim ", end_dim);
     Shape s(shape().begin(), shape().begin() + start_dim);
     int64_t merged = 1;
-    for (int64_t d = start_dim; d <= end_dim; ++d) merged *= shape()[d];
+    for (int64_t d = start_dim; d <= end_dim; ++d) merged *= shape()[d];  // a sub-product of numel(): fits
     s.push_back(merged);
     s.insert(s.end(), shape().begin() + end_dim + 1, shape().end());
     return reshape(s);
@@ -328,8 +320,9 @@ Tensor Tensor::permute(std::vector<int64_t> dims) const {
 Tensor Tensor::narrow(int64_t d, int64_t start, int64_t length) const {
     d = wrap_dim("narrow", d, dim());
     if (start < 0) start += shape()[d];
-    LSG_CHECK(start >= 0 && length >= 0 && start + length <= shape()[d], "range [", start, ", ", start + length,
-              ") is out of bounds for dim ", d, " of shape ", shape());
+    // Compared without forming start + length, which a hostile length would overflow.
+    LSG_CHECK(start >= 0 && length >= 0 && start <= shape()[d] && length <= shape()[d] - start, "start ", start,
+              " and length ", length, " are out of bounds for dim ", d, " of shape ", shape());
     return slice(d, start, start + length, 1);
 }
 
@@ -342,7 +335,7 @@ Tensor Tensor::slice(int64_t d, int64_t start, int64_t end, int64_t step) const 
     start = std::clamp<int64_t>(start, 0, n);
     end = std::clamp<int64_t>(end, start, n);
     Shape s = shape(), st = strides();
-    s[d] = (end - start + step - 1) / step;
+    s[d] = (end - start) / step + ((end - start) % step != 0);  // ⌈(end − start) / step⌉ without overflow
     st[d] *= step;
     const Shape full_shape = shape();
     const DType dt = dtype();
@@ -406,6 +399,7 @@ Tensor Tensor::expand(Shape target) const {
                   " has size ", have, ", not 1 or ", target[i]);
         st[i] = have == target[i] ? strides()[i - lead] : 0;
     }
+    checked::numel("expand", target);
     const Shape old_shape = shape();
     return make_view(*this, target, st, offset(), "expand",
                      [old_shape](const Tensor& g) { return std::vector<Tensor>{sum_to(g, old_shape)}; });
@@ -443,6 +437,8 @@ Tensor sum_to(const Tensor& g, const Shape& shape) {
     if (g.shape() == shape) return g;
     LSG_CHECK(g.dim() >= static_cast<int64_t>(shape.size()), "cannot sum shape ", g.shape(), " to ", shape);
     const int64_t lead = g.dim() - static_cast<int64_t>(shape.size());
+    for (int64_t d = lead; d < g.dim(); ++d)
+        LSG_CHECK(shape[d - lead] == g.shape()[d] || shape[d - lead] == 1, "cannot sum shape ", g.shape(), " to ", shape);
     Tensor out = g.detach();
     // One dim at a time from the last, each viewed as the middle of [outer, n, inner].
     for (int64_t d = g.dim() - 1; d >= 0; --d) {
@@ -499,12 +495,18 @@ void Tensor::backward(const Tensor& grad, bool retain_graph) const {
         seed = ones(shape(), {.dtype = dtype(), .device = device()});
     }
     LSG_CHECK(seed.shape() == shape(), "gradient of shape ", seed.shape(), " for an output of shape ", shape());
+    // A seed is converted to the output's dtype and device, never reinterpreted; an integer seed
+    // for a floating output is refused (as PyTorch does), since its values would be truncated.
+    LSG_CHECK(is_floating(seed.dtype()), "gradient must be floating, got ", seed.dtype(), " ", seed.shape(),
+              " for an output of dtype ", dtype());
+    seed = seed.detach().to(dtype()).to(device());
     autograd::run_backward(*this, seed, retain_graph);
 }
 
 // ---- in-place -----------------------------------------------------------------------------------
 
 Tensor& Tensor::fill_(double value) {
+    bump_version();
     if (is_contiguous()) {
         tensor_kernels(device()).fill(kernel_context(device()), *this, value);
     } else {
@@ -517,7 +519,14 @@ Tensor& Tensor::fill_(double value) {
 Tensor& Tensor::copy_(const Tensor& src) {
     Tensor s = src.detach();
     if (s.device() != device()) s = s.to(device());
+    LSG_CHECK(s.dim() <= dim(), "cannot copy a tensor of shape ", s.shape(), " into one of shape ", shape());
+    for (int64_t d = 0; d < s.dim(); ++d) {
+        const int64_t have = s.shape()[static_cast<size_t>(d)], want = shape()[static_cast<size_t>(d + dim() - s.dim())];
+        LSG_CHECK(have == want || have == 1, "cannot copy a tensor of shape ", s.shape(), " into one of shape ",
+                  shape(), " (not broadcastable)");
+    }
     s = s.expand(shape());
+    bump_version();
     tensor_kernels(device()).copy(kernel_context(device()), s, *this);
     return *this;
 }
@@ -544,7 +553,11 @@ Tensor arange(int64_t end, TensorOptions options) { return arange(0.0, static_ca
 Tensor arange(double start, double end, double step, TensorOptions options) {
     LSG_CHECK(step != 0 && std::isfinite(start) && std::isfinite(end), "invalid range start=", start, " end=", end,
               " step=", step);
-    const auto n = static_cast<int64_t>(std::max(0.0, std::ceil((end - start) / step)));
+    // The count is checked in double before the conversion (out of range, it would be undefined).
+    const double count = std::max(0.0, std::ceil((end - start) / step));
+    LSG_CHECK(count < 9.2e18, "range start=", start, " end=", end, " step=", step, " has ", count,
+              " elements, more than fit in int64");
+    const auto n = static_cast<int64_t>(count);
     std::vector<double> v(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) v[static_cast<size_t>(i)] = start + static_cast<double>(i) * step;
     return from_vector(v, Shape{n}, {.dtype = DType::f64}).to(options.dtype).to(options.device);

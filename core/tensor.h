@@ -33,11 +33,17 @@ public:
     void* data() const { return data_; }
     size_t nbytes() const { return nbytes_; }
     Device device() const { return device_; }
+    // The autograd version counter (PyTorch's tensor._version), shared by every view of this
+    // storage: each in-place write bumps it, and backward compares it with the value each op
+    // recorded when it saved its inputs.
+    uint64_t version() const { return version_; }
+    void bump_version() { ++version_; }
 
 private:
     void* data_;
     size_t nbytes_;
     Device device_;
+    uint64_t version_ = 0;
 };
 
 // What a factory makes: zeros({2, 3}, {.dtype = DType::f64, .requires_grad = true}).
@@ -160,6 +166,11 @@ public:
     void backward(const Tensor& grad = Tensor(), bool retain_graph = false) const;
 
     // ---- in-place, outside autograd (optimizers, initialisers) ------------------------------
+    // Every in-place write bumps the storage's version counter (see Storage::version), so that a
+    // backward through an op that saved this tensor before the write raises instead of computing
+    // a wrong gradient. Code that writes through raw_data() calls bump_version() itself.
+    uint64_t version() const { return storage()->version(); }
+    void bump_version() const { storage()->bump_version(); }
     Tensor& fill_(double value);
     Tensor& zero_() { return fill_(0.0); }
     // Copies src's values (broadcast to this shape, converted to this dtype, from any device).

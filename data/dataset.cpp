@@ -4,7 +4,9 @@
 #include <array>
 #include <cmath>
 #include <cstdlib>
+#include <string>
 
+#include "lsgrad/core/checked.h"
 #include "lsgrad/core/error.h"
 #include "lsgrad/core/rng.h"
 #include "lsgrad/ops/index.h"
@@ -12,7 +14,11 @@
 namespace lsg::data {
 
 ImageDataset ImageDataset::slice(int64_t start, int64_t length) const {
-    LSG_CHECK(start >= 0 && length >= 0 && start + length <= size(), "samples [", start, ", ", start + length,
+    // Compared without forming start + length, which a hostile length would overflow.
+    int64_t end = 0;
+    const bool end_fits = !__builtin_add_overflow(start, length, &end);
+    LSG_CHECK(start >= 0 && length >= 0 && start <= size() && length <= size() - start, "samples [", start, ", ",
+              end_fits ? std::to_string(end) : std::to_string(start) + " + " + std::to_string(length),
               ") are outside a data set of ", size());
     return {images.narrow(0, start, length), labels.narrow(0, start, length), num_classes};
 }
@@ -28,6 +34,13 @@ ImageDataset make_image_dataset(const IdxArray& images, const IdxArray& labels, 
 
     Shape shape = images.shape;
     if (shape.size() == 3) shape.insert(shape.begin() + 1, 1);
+    // The header's shape must describe exactly the bytes present (an IdxArray built by hand may
+    // not): checked, so a huge shape cannot wrap around to the buffer's size.
+    LSG_CHECK(checked::numel("make_image_dataset", shape) == static_cast<int64_t>(images.data.size()), what,
+              ": images of shape ", images.shape, " need ", checked::numel("make_image_dataset", shape),
+              " bytes, got ", images.data.size());
+    LSG_CHECK(labels.data.size() == static_cast<size_t>(labels.shape[0]), what, ": labels of shape ", labels.shape,
+              " hold ", labels.data.size(), " bytes");
     ImageDataset ds;
     ds.num_classes = num_classes;
     ds.images = empty(shape);
@@ -85,7 +98,8 @@ DataLoader::DataLoader(ImageDataset dataset, DataLoaderOptions options)
 
 int64_t DataLoader::size() const {
     const int64_t n = dataset_.size(), b = options_.batch_size;
-    return options_.drop_last ? n / b : (n + b - 1) / b;
+    // ⌈n / b⌉ without forming n + b − 1, which overflows for a huge batch size.
+    return options_.drop_last ? n / b : n / b + (n % b != 0);
 }
 
 Tensor DataLoader::order(int64_t epoch) const {

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "lsgrad/core/error.h"
+#include "lsgrad/core/file.h"
 
 namespace lsg::data {
 namespace {
@@ -38,26 +39,20 @@ constexpr uint64_t kMaxDeflateRatio = 1032;
 class ByteSource {
 public:
     explicit ByteSource(const std::string& path) : path_(path) {
-        std::error_code ec;
-        const fs::file_status st = fs::status(path, ec);
-        LSG_CHECK_OP(kReadIdx, st.type() != fs::file_type::not_found, path, ": no such file");
-        LSG_CHECK_OP(kReadIdx, st.type() != fs::file_type::directory, path,
-                     ": is a directory, not an IDX file");
-        file_.reset(std::fopen(path.c_str(), "rb"));
-        LSG_CHECK_OP(kReadIdx, file_ != nullptr, path, ": cannot open: ", std::strerror(errno));
-        const uintmax_t size = fs::file_size(path, ec);
-        file_size_ = ec ? 0 : static_cast<uint64_t>(size);
-
+        // Only a regular file, opened without blocking (a FIFO would wait for a writer forever).
+        detail::RegularFile regular(kReadIdx, path);
+        file_size_ = regular.size();
         std::array<unsigned char, 2> magic{};
-        const size_t got = std::fread(magic.data(), 1, magic.size(), file_.get());
+        const size_t got = regular.read_at(0, magic.data(), magic.size());
         if (got == 2 && magic[0] == 0x1f && magic[1] == 0x8b) {
-            file_.reset();
-            gz_.reset(gzopen(path.c_str(), "rb"));
-            LSG_CHECK_OP(kReadIdx, gz_ != nullptr, path,
-                         ": cannot open gzip file: ", std::strerror(errno));
+            gz_.reset(gzdopen(regular.fd(), "rb"));
+            LSG_CHECK_OP(kReadIdx, gz_ != nullptr, path, ": cannot open gzip file: ", std::strerror(errno));
+            regular.release();  // gzclose closes it now
             gzbuffer(gz_.get(), 1 << 20);
         } else {
-            std::rewind(file_.get());
+            file_.reset(fdopen(regular.fd(), "rb"));
+            LSG_CHECK_OP(kReadIdx, file_ != nullptr, path, ": cannot open: ", std::strerror(errno));
+            regular.release();  // fclose closes it now
         }
     }
 
@@ -106,8 +101,10 @@ private:
     // zlib prefixes its messages with the path, which our messages already lead with.
     std::string gz_message(const char* msg) const {
         std::string m = msg ? msg : "unknown zlib error";
+        // zlib names the file by its path, or by "<fd:N>" when opened from a descriptor.
         const std::string prefix = path_ + ": ";
         if (m.rfind(prefix, 0) == 0) m.erase(0, prefix.size());
+        else if (m.rfind("<fd:", 0) == 0 && m.find(">: ") != std::string::npos) m.erase(0, m.find(">: ") + 3);
         return m;
     }
 

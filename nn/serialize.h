@@ -20,7 +20,11 @@ using Metadata = std::map<std::string, std::string>;
 // Writes `tensors` (any device, dtype f32/f64/i64) to `path` atomically: the bytes go to
 // "<path>.tmp.<pid>" in the same folder, are flushed to disk, and the file is renamed over `path`;
 // on any failure the temporary file is removed, an existing `path` is left untouched, and
-// lsg::Error names the path and the cause.
+// lsg::Error names the path and the cause. A save killed outright (SIGKILL, a crash) cannot
+// remove its temporary, so each save first removes "<path>.tmp.<pid>" files whose process is gone.
+// (O_TMPFILE + linkat would avoid the name during the write, but linkat cannot replace an
+// existing file, so the final step still needs a named temporary and a rename; the sweep covers
+// both that window and filesystems without O_TMPFILE with one code path.)
 void save_safetensors(const std::map<std::string, Tensor>& tensors, const std::filesystem::path& path,
                       const Metadata& metadata = {});
 

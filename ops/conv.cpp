@@ -6,6 +6,7 @@
 
 #include "lsgrad/core/autograd.h"
 #include "lsgrad/core/backend.h"
+#include "lsgrad/core/checked.h"
 #include "lsgrad/ops/conv_math.h"
 #include "lsgrad/ops/cpu_isa.h"
 #include "lsgrad/ops/cpu_kernels.h"
@@ -200,18 +201,32 @@ void CpuTensorKernels::max_pool2d_backward(const KernelContext&, const Tensor& g
 // ================================ ops ============================================================
 namespace {
 
+// Bound on padded extents: kernels form sums up to about four times one, which must fit in int64.
+constexpr int64_t kMaxExtent = int64_t{1} << 61;
+
 Window2d window(const char* op, const Tensor& x, int64_t kh, int64_t kw, std::array<int64_t, 2> stride,
                 std::array<int64_t, 2> padding) {
     LSG_CHECK_OP(op, x.dim() == 4, "expects input [N, C, H, W], got shape ", x.shape());
     LSG_CHECK_OP(op, stride[0] > 0 && stride[1] > 0, "stride must be positive, got [", stride[0], ", ", stride[1], "]");
     LSG_CHECK_OP(op, padding[0] >= 0 && padding[1] >= 0, "padding must be non-negative, got [", padding[0], ", ",
                  padding[1], "]");
+    LSG_CHECK_OP(op, kh > 0 && kw > 0, "kernel size must be positive, got [", kh, ", ", kw, "]");
     Window2d g{x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3], kh, kw, stride[0], stride[1],
                padding[0], padding[1], 0, 0};
-    g.out_h = (g.height + 2 * g.pad_h - kh) / g.stride_h + 1;
-    g.out_w = (g.width + 2 * g.pad_w - kw) / g.stride_w + 1;
-    LSG_CHECK_OP(op, g.height + 2 * g.pad_h >= kh && g.width + 2 * g.pad_w >= kw, "kernel [", kh, ", ", kw,
-                 "] is larger than the padded input ", x.shape());
+    // The kernels form sums up to about twice the padded extent (h + p + s − 1 with s clamped
+    // below): checked here once, so that no index arithmetic inside them can wrap around.
+    int64_t padded_h = 0, padded_w = 0;
+    LSG_CHECK_OP(op, padding[0] <= kMaxExtent && padding[1] <= kMaxExtent && g.height <= kMaxExtent && g.width <= kMaxExtent &&
+                         (padded_h = g.height + 2 * g.pad_h) <= kMaxExtent && (padded_w = g.width + 2 * g.pad_w) <= kMaxExtent,
+                 "padding [", padding[0], ", ", padding[1], "] around input ", x.shape(), " is too large (padded sizes must stay below 2^61)");
+    LSG_CHECK_OP(op, padded_h >= kh && padded_w >= kw, "kernel [", kh, ", ", kw, "] is larger than the padded input ",
+                 x.shape(), " (padding [", padding[0], ", ", padding[1], "])");
+    g.out_h = (padded_h - kh) / g.stride_h + 1;
+    g.out_w = (padded_w - kw) / g.stride_w + 1;
+    // A stride beyond the padded extent gives one output position; clamping it changes no index
+    // the kernels visit (only position 0 exists) and keeps i·stride within the padded extent.
+    g.stride_h = std::min(g.stride_h, padded_h);
+    g.stride_w = std::min(g.stride_w, padded_w);
     return g;
 }
 
@@ -274,7 +289,8 @@ Tensor max_pool2d(const Tensor& x, std::array<int64_t, 2> kernel, std::array<int
                   std::array<int64_t, 2> padding) {
     LSG_CHECK(kernel[0] > 0 && kernel[1] > 0, "kernel must be positive, got [", kernel[0], ", ", kernel[1], "]");
     if (stride[0] == 0 && stride[1] == 0) stride = kernel;
-    LSG_CHECK(padding[0] * 2 <= kernel[0] && padding[1] * 2 <= kernel[1], "padding [", padding[0], ", ", padding[1],
+    // p ≤ ⌊k/2⌋ is 2p ≤ k without forming 2p, which a huge padding would overflow.
+    LSG_CHECK(padding[0] <= kernel[0] / 2 && padding[1] <= kernel[1] / 2, "padding [", padding[0], ", ", padding[1],
               "] must be at most half the kernel [", kernel[0], ", ", kernel[1], "]");
     LSG_CHECK(is_floating(x.dtype()), "needs a floating tensor, got ", x.dtype());
     const Window2d g = window("max_pool2d", x, kernel[0], kernel[1], stride, padding);

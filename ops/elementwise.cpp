@@ -363,7 +363,8 @@ Tensor affine(const Tensor& x, double scale, double shift) {
     return unary_forward("affine", UnaryOp::affine, x, scale, shift);
 }
 Tensor clamp(const Tensor& x, double lo, double hi) {
-    LSG_CHECK(!(lo > hi), "lo ", lo, " is greater than hi ", hi);
+    LSG_CHECK(!std::isnan(lo) && !std::isnan(hi), "bounds must not be NaN, got lo ", lo, " and hi ", hi);
+    LSG_CHECK(lo <= hi, "lo ", lo, " is greater than hi ", hi);
     return unary_forward("clamp", UnaryOp::clamp, x, lo, hi);
 }
 

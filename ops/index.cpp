@@ -5,6 +5,7 @@
 
 #include "lsgrad/core/autograd.h"
 #include "lsgrad/core/backend.h"
+#include "lsgrad/core/checked.h"
 #include "lsgrad/ops/cpu_kernels.h"
 
 namespace lsg {
@@ -144,6 +145,7 @@ Tensor one_hot(const Tensor& index, int64_t num_classes, DType dtype) {
     check_indices("one_hot", index, num_classes, -1, {num_classes});
     Shape shape = index.shape();
     shape.push_back(num_classes);
+    checked::numel("one_hot", shape, static_cast<int64_t>(dtype_size(dtype)));
     Tensor out = zeros(shape, {.dtype = dtype, .device = index.device()});
     Tensor idx = index.contiguous().reshape({index.numel(), 1});
     Tensor ones_ = ones({index.numel(), 1}, {.dtype = dtype, .device = index.device()});
@@ -168,7 +170,8 @@ Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
         for (int64_t d = 0; d < t.dim(); ++d)
             LSG_CHECK(d == dim || t.shape()[d] == first.shape()[d], "tensor ", i, " has shape ", t.shape(),
                       ", tensor 0 has ", first.shape(), ": they differ outside dim ", dim);
-        shape[dim] += t.shape()[dim];
+        LSG_CHECK(!__builtin_add_overflow(shape[dim], t.shape()[dim], &shape[dim]), "the sizes along dim ", dim,
+                  " add up past int64 at tensor ", i, " (", t.shape()[dim], ")");
     }
     Tensor out = empty(shape, {.dtype = first.dtype(), .device = first.device()});
     std::vector<int64_t> starts, sizes;

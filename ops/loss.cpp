@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "lsgrad/core/autograd.h"
+#include "lsgrad/core/checked.h"
 #include "lsgrad/core/error.h"
 #include "lsgrad/ops/elementwise.h"
 #include "lsgrad/ops/loss_kernels.h"
@@ -300,10 +301,13 @@ Tensor smooth_targets(const Tensor& target, int64_t num_classes, double label_sm
                      K, ")");
     }
     const Tensor host = target.device().is_cpu() ? target.contiguous() : target.to(Device::cpu()).contiguous();
-    // No ignore_index here: every target must be a class.
-    check_index_targets(op, host, K, -1 - K);
     const int64_t N = host.numel();
     const int64_t* y = host.data<int64_t>();
+    // No ignore_index here: every target must be a class (no sentinel value is accepted).
+    for (int64_t i = 0; i < N; ++i)
+        LSG_CHECK_OP(op, y[i] >= 0 && y[i] < K, "target ", y[i], " of row ", i, " is out of range: classes are [0, ", K,
+                     ")");
+    checked::numel(op, {N, K}, static_cast<int64_t>(dtype_size(dtype)));
     const int64_t pad = padding_idx.value_or(-1);
     Tensor q = empty({N, K}, {.dtype = dtype});
     visit_dtype<float, double>(dtype, [&]<class T>() {
@@ -471,18 +475,20 @@ Tensor distillation_loss(const Tensor& student, const Tensor& teacher, const Ten
     check_same_device(op, student, "student", teacher, "teacher");
     LSG_CHECK_OP(op, teacher.shape() == student.shape(), "teacher ", teacher.shape(), " and student ",
                  student.shape(), " logits must have the same shape");
-    LSG_CHECK_OP(op, o.temperature > 0.0 && std::isfinite(o.temperature), "temperature must be positive, got ",
-                 o.temperature);
+    LSG_CHECK_OP(op, o.temperature >= kMinTemperature && o.temperature <= kMaxTemperature,
+                 "temperature must lie in [", kMinTemperature, ", ", kMaxTemperature, "], got ", o.temperature);
     LSG_CHECK_OP(op, o.alpha >= 0.0 && o.alpha <= 1.0, "alpha must lie in [0, 1], got ", o.alpha);
     check_smoothing(op, o.label_smoothing);
     const double T = o.temperature;
-    const Tensor log_p = log_softmax(affine(student, 1.0 / T, 0.0), 1);
-    const Tensor log_q = log_softmax(affine(teacher.detach(), 1.0 / T, 0.0), 1);
-    const Tensor soft = kl_div(log_p, log_q, Reduction::BatchMean, true);
+    // The soft term runs in float64 (see kMaxTemperature): float32 would overflow x/T for a tiny T
+    // and magnify its rounding by T² for a large one.
+    const Tensor log_p = log_softmax(affine(student.to(DType::f64), 1.0 / T, 0.0), 1);
+    const Tensor log_q = log_softmax(affine(teacher.detach().to(DType::f64), 1.0 / T, 0.0), 1);
+    const Tensor soft = (kl_div(log_p, log_q, Reduction::BatchMean, true) * (o.alpha * T * T)).to(student.dtype());
     CrossEntropyOptions ce;
     ce.label_smoothing = o.label_smoothing;
     const Tensor hard = cross_entropy(student, target, ce);
-    return soft * (o.alpha * T * T) + hard * (1.0 - o.alpha);
+    return soft + hard * (1.0 - o.alpha);
 }
 
 }  // namespace lsg

@@ -131,6 +131,13 @@ struct DistillationOptions {
 // target (i64 [N]):
 //   α·T²·KL(softmax(teacher/T) ‖ softmax(student/T)) (batch mean) + (1 − α)·cross_entropy(student,
 //   target, ε). The teacher gets no gradient (it is detached). Returns a 0-d tensor.
+//   The temperature must lie in [kMinTemperature, kMaxTemperature]. The soft term is computed in
+//   float64: x/T stays finite down to T = 1e-100 (float32 logits, or float64 ones up to 1e150), and
+//   its rounding error, about T²·2⁻⁵² times the logits' scale (KL is a difference of log-sum-exps
+//   of size 1 that T² magnifies), stays below float32's resolution up to T = 1e4. Beyond that the
+//   result would be rounding noise (in float32, NaN past T ≈ 1e19), so it is an lsg::Error.
+inline constexpr double kMinTemperature = 1e-100;
+inline constexpr double kMaxTemperature = 1e4;
 Tensor distillation_loss(const Tensor& student, const Tensor& teacher, const Tensor& target,
                          const DistillationOptions& options = {});
 

@@ -3,8 +3,11 @@
 
 #include <omp.h>
 
+#include <algorithm>
+
 #include "lsgrad/core/autograd.h"
 #include "lsgrad/core/backend.h"
+#include "lsgrad/core/parallel.h"
 #include "lsgrad/ops/cpu_kernels.h"
 #include "lsgrad/ops/gemm.h"
 #include "lsgrad/ops/elementwise.h"
@@ -15,24 +18,46 @@ namespace lsg {
 void CpuTensorKernels::gemm(const KernelContext&, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                             double alpha, const Tensor& a, int64_t stride_a, const Tensor& b, int64_t stride_b,
                             double beta, Tensor& c, int64_t stride_c, int64_t batch) {
-    const int64_t lda = trans_a ? m : k, ldb = trans_b ? k : n;
+    // Leading dimensions of at least 1 (BLAS's rule): with k = 0 the GEMM writes C = β·C and reads
+    // neither operand, which may then have no storage at all.
+    const int64_t lda = std::max<int64_t>(trans_a ? m : k, 1), ldb = std::max<int64_t>(trans_b ? k : n, 1);
     // Many small products (a convolution's per-image GEMMs, below the size at which the GEMM
-    // parallelises itself) run one per thread; a large product parallelises inside the GEMM. Either way each C[i] is computed by one fixed schedule.
+    // parallelises itself) run one per thread; a large product parallelises inside the GEMM. Either
+    // way each C[i] is computed by one fixed schedule.
     const bool across = batch > 1 && m * n * k < (int64_t(1) << 24) && omp_get_max_threads() > 1;
-#pragma omp parallel for schedule(static) if (across)
-    for (int64_t i = 0; i < batch; ++i) {
-        if (c.dtype() == DType::f64) {
-            detail::gemm_f64(trans_a, trans_b, m, n, k, alpha, a.data<double>() + i * stride_a, lda,
-                             b.data<double>() + i * stride_b, ldb, beta, c.data<double>() + i * stride_c, n);
+    // Typed pointers are taken (and their dtype checks run) before the region; the kernels' own
+    // checks and allocations may still throw, so the loop is guarded.
+    LSG_CHECK_OP("gemm", a.dtype() == c.dtype() && b.dtype() == c.dtype() && is_floating(c.dtype()), "operands ",
+                 a.dtype(), " and ", b.dtype(), " for a ", c.dtype(), " result");
+    const bool f64 = c.dtype() == DType::f64;
+    const int64_t ldc = std::max<int64_t>(n, 1);
+    char* const pa = static_cast<char*>(a.raw_data());
+    char* const pb = static_cast<char*>(b.raw_data());
+    char* const pc = static_cast<char*>(c.raw_data());
+    const int64_t esize = static_cast<int64_t>(dtype_size(c.dtype()));
+    guarded_parallel_for(batch, across, [&](int64_t i) {
+        if (f64) {
+            detail::gemm_f64(trans_a, trans_b, m, n, k, alpha, reinterpret_cast<const double*>(pa + i * stride_a * esize),
+                             lda, reinterpret_cast<const double*>(pb + i * stride_b * esize), ldb, beta,
+                             reinterpret_cast<double*>(pc + i * stride_c * esize), ldc);
         } else {
-            detail::gemm_f32(trans_a, trans_b, m, n, k, static_cast<float>(alpha), a.data<float>() + i * stride_a, lda,
-                             b.data<float>() + i * stride_b, ldb, static_cast<float>(beta),
-                             c.data<float>() + i * stride_c, n);
+            detail::gemm_f32(trans_a, trans_b, m, n, k, static_cast<float>(alpha),
+                             reinterpret_cast<const float*>(pa + i * stride_a * esize), lda,
+                             reinterpret_cast<const float*>(pb + i * stride_b * esize), ldb, static_cast<float>(beta),
+                             reinterpret_cast<float*>(pc + i * stride_c * esize), ldc);
         }
-    }
+    });
 }
 
 namespace {
+
+// The rows of x viewed as [rows, x.size(-1)]: the product of its leading sizes (which reshape's -1
+// cannot infer when x is empty).
+int64_t rows_of(const Tensor& x) {
+    int64_t rows = 1;
+    for (int64_t d = 0; d + 1 < x.dim(); ++d) rows *= x.size(d);  // a sub-product of a valid shape
+    return rows;
+}
 
 // A GEMM operand: a row-major matrix (or batch of them) and whether to use its transpose. A
 // transposed view (w.t()) is passed as its contiguous original with the flag flipped, not copied.
@@ -114,7 +139,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
         // Fold a's batch into its rows: one large GEMM instead of many small ones.
         Shape out_shape(a.shape().begin(), a.shape().end() - 1);
         out_shape.push_back(n);
-        return mm(a.reshape({-1, k}), b).reshape(out_shape);
+        return mm(a.reshape({a.numel() == 0 ? rows_of(a) : -1, k}), b).reshape(out_shape);
     }
     const Shape batch = broadcast_shapes("matmul", Shape(a.shape().begin(), a.shape().end() - 2),
                                          Shape(b.shape().begin(), b.shape().end() - 2));
@@ -122,7 +147,8 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     sa.insert(sa.end(), {m, k});
     sb.insert(sb.end(), {k, n});
     out_shape.insert(out_shape.end(), {m, n});
-    return bmm(a.expand(sa).reshape({-1, m, k}), b.expand(sb).reshape({-1, k, n})).reshape(out_shape);
+    const int64_t nb = numel(batch);  // explicit: reshape cannot infer -1 when m, k or n is 0
+    return bmm(a.expand(sa).reshape({nb, m, k}), b.expand(sb).reshape({nb, k, n})).reshape(out_shape);
 }
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
@@ -136,7 +162,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
         LSG_CHECK(bias.dim() == 1 && bias.shape()[0] == out_features, "bias ", bias.shape(), " does not match weight ",
                   weight.shape());
     }
-    Tensor x2 = x.detach().reshape({-1, in});
+    Tensor x2 = x.detach().reshape({x.numel() == 0 ? rows_of(x) : -1, in});
     Tensor y = empty({x2.shape()[0], out_features}, {.dtype = x.dtype(), .device = x.device()});
     if (bias.defined()) y.copy_(bias.detach().expand(y.shape()));
     product(x2, false, weight, true, bias.defined() ? 1.0 : 0.0, y);

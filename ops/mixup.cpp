@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "lsgrad/core/checked.h"
 #include "lsgrad/core/error.h"
 
 namespace lsg {
@@ -20,9 +21,11 @@ Tensor mixed(const Tensor& target, int64_t num_classes, const std::vector<double
     for (int64_t i = 0; i < n; ++i) {
         LSG_CHECK_OP(op, y[i] >= 0 && y[i] < num_classes, "target ", y[i], " of row ", i, " is outside [0, ",
                      num_classes, ")");
+        // The comparisons are false for NaN too.
         LSG_CHECK_OP(op, lambda[i] >= 0.0 && lambda[i] <= 1.0, "lambda ", lambda[i], " of row ", i,
                      " is outside [0, 1]");
     }
+    checked::numel(op, {n, num_classes}, static_cast<int64_t>(sizeof(double)));
     const double off = eps / static_cast<double>(num_classes);
     const double on = 1.0 - eps + off;
     std::vector<double> q(static_cast<size_t>(n * num_classes), off);

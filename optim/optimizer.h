@@ -5,13 +5,40 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "lsgrad/core/tensor.h"
 
 namespace lsg::optim {
+
+namespace detail {
+
+// Reads a state dict for a load_state_dict: each entry is looked up by key and checked, and finish()
+// rejects the keys nobody asked for, so that a state of another kind of optimizer or schedule
+// fails with the key named instead of being half applied.
+class StateReader {
+public:
+    StateReader(const char* op, const std::map<std::string, Tensor>& state) : op_(op), state_(state) {}
+    // Entry `key`, of `shape` and `dtype`; undefined when absent and not required.
+    Tensor get(const std::string& key, const Shape& shape, DType dtype, bool required);
+    // A 0-d f64 entry as a double (finite, non-negative); nullopt when absent and not required.
+    std::optional<double> real(const std::string& key, bool required);
+    // A 0-d i64 entry (non-negative).
+    std::optional<int64_t> count(const std::string& key, bool required);
+    // Throws naming the first key that no get/real/count asked for.
+    void finish() const;
+
+private:
+    const char* op_;
+    const std::map<std::string, Tensor>& state_;
+    std::vector<std::string> used_;
+};
+
+}  // namespace detail
 
 class Optimizer {
 public:
@@ -27,6 +54,17 @@ public:
     // Clears the parameters' gradients (set to none).
     void zero_grad();
 
+    // The optimizer's whole state, as torch's optimizer.state_dict(), as named tensors (ready for
+    // nn::save_safetensors): "lr" and, once a schedule attached, "initial_lr" (0-d f64), plus each
+    // optimizer's per-parameter state keyed "<what>.<i>" for parameter i (see SGD and Adam). A
+    // parameter that has not been stepped yet has no entries.
+    virtual std::map<std::string, Tensor> state_dict() const;
+    // Restores a state_dict() of the same kind of optimizer over parameters of the same shapes:
+    // afterwards step() continues exactly (bit for bit) as the saved optimizer would have. Throws
+    // lsg::Error naming the key for a missing or unknown key, or a shape or dtype that does not
+    // match; nothing is changed then.
+    virtual void load_state_dict(const std::map<std::string, Tensor>& state);
+
     double lr() const { return lr_; }
     void set_lr(double lr);
     const std::vector<Tensor>& params() const { return params_; }
@@ -35,6 +73,14 @@ public:
     double schedule_base_lr();
 
 protected:
+    // The state every optimizer has, read by load_state_dict before anything is changed.
+    struct CommonState {
+        double lr;
+        std::optional<double> initial_lr;
+    };
+    CommonState read_common(detail::StateReader& r) const;
+    void apply_common(const CommonState& c);
+
     std::vector<Tensor> params_;
     double lr_;
 
@@ -60,6 +106,9 @@ public:
     SGD(std::vector<Tensor> params, SGDOptions options);
     void step() override;
     const SGDOptions& options() const { return options_; }
+    // Adds "momentum_buffer.<i>" (the parameter's shape and dtype) once parameter i has stepped.
+    std::map<std::string, Tensor> state_dict() const override;
+    void load_state_dict(const std::map<std::string, Tensor>& state) override;
 
 private:
     SGDOptions options_;
@@ -92,6 +141,9 @@ public:
     // Steps taken by parameter i (t of its last update; parameters without a gradient in a step
     // do not advance, as PyTorch's per-parameter state['step']).
     int64_t step_count(size_t i) const { return steps_.at(i); }
+    // Adds "step.<i>" (0-d i64), "exp_avg.<i>" and "exp_avg_sq.<i>" once parameter i has stepped.
+    std::map<std::string, Tensor> state_dict() const override;
+    void load_state_dict(const std::map<std::string, Tensor>& state) override;
 
 protected:
     Adam(std::vector<Tensor> params, AdamOptions options, bool decoupled_weight_decay);

@@ -23,11 +23,29 @@ void LRScheduler::step() {
     optimizer_.set_lr(last_lr_);
 }
 
+std::map<std::string, Tensor> LRScheduler::state_dict() const {
+    return {{"last_epoch", scalar_tensor(static_cast<double>(last_epoch_), {.dtype = DType::i64})},
+            {"last_lr", scalar_tensor(last_lr_, {.dtype = DType::f64})},
+            {"base_lr", scalar_tensor(base_lr_, {.dtype = DType::f64})}};
+}
+
+void LRScheduler::load_state_dict(const std::map<std::string, Tensor>& state) {
+    detail::StateReader r("load_state_dict", state);
+    const int64_t last_epoch = *r.count("last_epoch", true);
+    const double last_lr = *r.real("last_lr", true);
+    const double base_lr = *r.real("base_lr", true);
+    r.finish();
+    last_epoch_ = last_epoch;
+    last_lr_ = last_lr;
+    base_lr_ = base_lr;
+}
+
 // ---- StepLR ------------------------------------------------------------------------------------
 
 StepLR::StepLR(Optimizer& optimizer, int64_t step_size, double gamma)
     : LRScheduler(optimizer), step_size_(step_size), gamma_(gamma) {
     LSG_CHECK(step_size > 0, "step_size must be positive, got ", step_size);
+    LSG_CHECK(gamma >= 0.0 && std::isfinite(gamma), "gamma must be finite and non-negative, got ", gamma);
     initialize();
 }
 
@@ -40,6 +58,7 @@ double StepLR::lr_at(int64_t t) const {
 CosineAnnealingLR::CosineAnnealingLR(Optimizer& optimizer, int64_t T_max, double eta_min)
     : LRScheduler(optimizer), t_max_(T_max), eta_min_(eta_min) {
     LSG_CHECK(T_max > 0, "T_max must be positive, got ", T_max);
+    LSG_CHECK(eta_min >= 0.0 && std::isfinite(eta_min), "eta_min must be finite and non-negative, got ", eta_min);
     initialize();
 }
 
@@ -109,6 +128,7 @@ WarmupCosine::WarmupCosine(Optimizer& optimizer, int64_t warmup_steps, int64_t t
     LSG_CHECK(warmup_steps >= 0 && total_steps > warmup_steps, "needs 0 ≤ warmup_steps < total_steps, got ",
               warmup_steps, " and ", total_steps);
     LSG_CHECK(start_factor_ > 0.0 && start_factor_ <= 1.0, "start_factor must be in (0, 1], got ", start_factor_);
+    LSG_CHECK(min_lr >= 0.0 && std::isfinite(min_lr), "min_lr must be finite and non-negative, got ", min_lr);
     initialize();
 }
 

@@ -6,7 +6,9 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <string>
 #include <optional>
 #include <vector>
 
@@ -23,6 +25,14 @@ public:
 
     // t ← t + 1 and the optimizer's lr ← lr_at(t).
     void step();
+    // The schedule's position, as torch's scheduler.state_dict(): "last_epoch" (0-d i64),
+    // "last_lr" and "base_lr" (0-d f64). Its shape (step size, T_max, ...) comes from the
+    // constructor, as in PyTorch, so a restored schedule must be built with the same arguments.
+    std::map<std::string, Tensor> state_dict() const;
+    // Restores a state_dict(): the next step() continues where the saved schedule stopped. Sets
+    // no optimizer lr (the optimizer's own state holds it). lsg::Error naming the key when one is
+    // missing, unknown, not 0-d or of the wrong dtype, or when last_epoch is negative.
+    void load_state_dict(const std::map<std::string, Tensor>& state);
     // The lr the schedule set last.
     double get_last_lr() const { return last_lr_; }
     // t of the last step (0 after construction).

@@ -22,9 +22,11 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -76,9 +78,17 @@ struct Options {
     std::string dataset = "mnist";
     int64_t holdout = 5000;
     int64_t train_limit = 0;
+    int64_t test_limit = 0;
     std::string save, load, metrics_out, plot_dir;
+    std::string checkpoint, resume;
+    int stop_after = 0;
+    bool threads_given = false;
     int64_t log_every = 0;
 };
+
+// More OpenMP threads than four per processor only oversubscribes the machine (every kernel
+// splits its work by thread count): a larger --threads is a typo, not a setting.
+int max_threads() { return 4 * std::max(1, omp_get_num_procs()); }
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
@@ -251,22 +261,161 @@ private:
     double last_draw_ = -1.0;
 };
 
+// ---- training checkpoints ---------------------------------------------------------------------
+
+// The flags that shape a run: a checkpoint records them, and resuming under other values is refused
+// (the schedule's length, the data order and the update rule all depend on them).
+nn::Metadata run_signature(const Options& o) {
+    return {{"model", o.model},
+            {"loss", o.loss},
+            {"smoothing", fmt("%.17g", o.smoothing)},
+            {"smoothing-convention", o.convention},
+            {"epochs", std::to_string(o.epochs)},
+            {"batch-size", std::to_string(o.batch_size)},
+            {"lr", fmt("%.17g", o.lr)},
+            {"optimizer", o.optimizer},
+            {"schedule", o.schedule},
+            {"weight-decay", fmt("%.17g", o.weight_decay)},
+            {"seed", std::to_string(o.seed)},
+            {"dataset", o.dataset},
+            {"holdout", std::to_string(o.holdout)},
+            {"train-limit", std::to_string(o.train_limit)}};
+}
+
+Tensor int_scalar(int64_t v) { return from_vector<int64_t>({v}, Shape{}); }
+
+// Everything the next epoch depends on, as one safetensors file: the weights ("model."), the
+// optimizer's moments and step counts ("optimizer."), the schedule's position ("scheduler."), the
+// default generator ("rng.seed", "rng.offset"), and the position in the data order ("train.epoch"
+// epochs done, "train.batch" batches into the next one; the order of epoch e is a function of the
+// seed and e, see data::DataLoader). Written atomically after each epoch.
+void save_checkpoint(const std::string& path, const nn::Module& model, const optim::Optimizer& opt,
+                     const optim::LRScheduler* sched, int64_t epochs_done, const Options& o) {
+    std::map<std::string, Tensor> t;
+    for (const auto& [k, v] : model.state_dict()) t["model." + k] = v;
+    for (const auto& [k, v] : opt.state_dict()) t["optimizer." + k] = v;
+    if (sched)
+        for (const auto& [k, v] : sched->state_dict()) t["scheduler." + k] = v;
+    const Generator& g = default_generator();
+    t["rng.seed"] = int_scalar(static_cast<int64_t>(g.seed()));
+    t["rng.offset"] = int_scalar(static_cast<int64_t>(g.offset()));
+    t["train.epoch"] = int_scalar(epochs_done);
+    t["train.batch"] = int_scalar(0);
+    nn::save_safetensors(t, path, run_signature(o));
+}
+
+// Restores a checkpoint into the freshly built run; returns the epochs it had done. Every part must
+// be present and match (same flags, same model, same optimizer and schedule), else one error line.
+int64_t load_checkpoint(const std::string& path, nn::Module& model, optim::Optimizer& opt,
+                        optim::LRScheduler* sched, const Options& o) {
+    nn::Metadata meta;
+    const std::map<std::string, Tensor> all = nn::load_safetensors(path, &meta);
+    for (const auto& [flag, value] : run_signature(o)) {
+        const auto it = meta.find(flag);
+        if (it == meta.end()) throw Error("--resume " + path + ": not a training checkpoint (no --" + flag + " recorded)");
+        if (it->second != value)
+            throw Error("--resume " + path + ": the checkpoint was made with --" + flag + " " + it->second +
+                        ", this run has --" + flag + " " + value);
+    }
+    std::map<std::string, std::map<std::string, Tensor>> parts;
+    for (const auto& [k, v] : all) {
+        const size_t dot = k.find('.');
+        if (dot == std::string::npos) throw Error("--resume " + path + ": unexpected entry \"" + k + "\"");
+        parts[k.substr(0, dot)][k.substr(dot + 1)] = v;
+    }
+    for (const auto& [part, entries] : parts)
+        if (part != "model" && part != "optimizer" && part != "scheduler" && part != "rng" && part != "train")
+            throw Error("--resume " + path + ": unexpected entry \"" + part + "." + entries.begin()->first + "\"");
+    auto count = [&](const std::string& part, const std::string& key) {
+        const auto& m = parts[part];
+        const auto it = m.find(key);
+        if (it == m.end() || it->second.dtype() != DType::i64 || it->second.dim() != 0)
+            throw Error("--resume " + path + ": missing or malformed \"" + part + "." + key + "\"");
+        return it->second.item<int64_t>();
+    };
+    const int64_t epochs_done = count("train", "epoch");
+    if (epochs_done < 0 || epochs_done > o.epochs)
+        throw Error(fmt("--resume %s: the checkpoint is at epoch %lld, outside [0, --epochs = %d]", path.c_str(),
+                        static_cast<long long>(epochs_done), o.epochs));
+    if (count("train", "batch") != 0)
+        throw Error("--resume " + path + ": the checkpoint is not at the end of an epoch");
+    if ((sched != nullptr) != (parts.count("scheduler") > 0))
+        throw Error("--resume " + path + ": the checkpoint's schedule does not match --schedule " + o.schedule);
+    model.load_state_dict(parts["model"], true);
+    opt.load_state_dict(parts["optimizer"]);
+    if (sched) sched->load_state_dict(parts["scheduler"]);
+    default_generator().set_state(static_cast<uint64_t>(count("rng", "seed")),
+                                  static_cast<uint64_t>(count("rng", "offset")));
+    return epochs_done;
+}
+
 // ---- the program ------------------------------------------------------------------------------
+
+// One clear line for a bad flag: "--flag must ..., got value".
+[[noreturn]] void bad_flag(const std::string& message) { throw Error(message); }
+
+bool in_range(double v, double lo, double hi) { return v >= lo && v <= hi; }  // false for NaN
+
+// A file the run will write: its folder must exist (or be creatable) and be writable, and the path
+// must not be a folder. Checked before training so that a typo cannot cost the trained model.
+void check_writable_file(const char* flag, const std::string& path) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    if (fs::is_directory(path, ec)) bad_flag(std::string(flag) + ": " + path + " is a directory, not a file");
+    const fs::path parent = fs::path(path).has_parent_path() ? fs::path(path).parent_path() : fs::path(".");
+    fs::create_directories(parent, ec);
+    if (!fs::is_directory(parent, ec) || ::access(parent.c_str(), W_OK) != 0)
+        bad_flag(std::string(flag) + ": cannot write into " + parent.string() + ": " + std::strerror(errno));
+    if (fs::exists(path, ec) && ::access(path.c_str(), W_OK) != 0)
+        bad_flag(std::string(flag) + ": cannot write " + path + ": " + std::strerror(errno));
+}
+
+// A folder the run will write into.
+void check_writable_dir(const char* flag, const std::string& dir) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (!fs::is_directory(dir, ec) || ::access(dir.c_str(), W_OK) != 0)
+        bad_flag(std::string(flag) + ": cannot write into " + dir + (ec ? ": " + ec.message() : ""));
+}
 
 void check_options(Options& o) {
     if (!o.epochs_given) o.epochs = o.model == "mlp" ? 5 : 3;
     if (o.optimizer.empty()) o.optimizer = o.model == "mlp" ? "sgd" : "adam";
     if (!o.lr_given) o.lr = o.optimizer == "sgd" ? 0.05 : 2e-3;
     if (!o.smoothing_given) o.smoothing = (o.loss == "ce" || o.loss == "mixup" || o.loss == "cutmix") ? 0.0 : 0.1;
+    if (o.threads_given && (o.threads < 1 || o.threads > max_threads()))
+        bad_flag(fmt("--threads must lie in [1, %d] (4 per processor), got %d", max_threads(), o.threads));
+    if (!in_range(o.smoothing, 0.0, 1.0)) bad_flag(fmt("--smoothing must lie in [0, 1], got %g", o.smoothing));
     if (o.loss == "ce" && o.smoothing != 0.0)
-        throw Error("--smoothing needs a smoothed loss (--loss ls, kl or soft); ce is plain cross-entropy");
+        bad_flag("--smoothing needs a smoothed loss (--loss ls, kl or soft); ce is plain cross-entropy");
     if ((o.loss == "mixup" || o.loss == "cutmix") && o.convention != "uniform")
-        throw Error("--loss " + o.loss + " smooths its mixed targets uniformly; --smoothing-convention off-target "
-                    "applies to ls, kl and soft");
-    if (o.smoothing < 0.0 || o.smoothing > 1.0) throw Error(fmt("--smoothing must lie in [0, 1], got %g", o.smoothing));
-    if (o.epochs < 0) throw Error("--epochs must not be negative");
-    if (o.batch_size < 1) throw Error("--batch-size must be at least 1");
-    if (!(o.lr > 0.0)) throw Error(fmt("--lr must be positive, got %g", o.lr));
+        bad_flag("--loss " + o.loss + " smooths its mixed targets uniformly; --smoothing-convention off-target "
+                 "applies to ls, kl and soft");
+    if (o.epochs < 0 || o.epochs > 100000) bad_flag(fmt("--epochs must lie in [0, 100000], got %d", o.epochs));
+    if (o.batch_size < 1) bad_flag(fmt("--batch-size must be at least 1, got %lld", static_cast<long long>(o.batch_size)));
+    if (!(o.lr > 0.0 && std::isfinite(o.lr))) bad_flag(fmt("--lr must be positive and finite, got %g", o.lr));
+    if (!(o.weight_decay >= 0.0 && std::isfinite(o.weight_decay)))
+        bad_flag(fmt("--weight-decay must be non-negative and finite, got %g", o.weight_decay));
+    if (!(o.mixup_alpha > 0.0 && std::isfinite(o.mixup_alpha)))
+        bad_flag(fmt("--mixup-alpha must be positive and finite, got %g", o.mixup_alpha));
+    if (!(o.cutmix_alpha > 0.0 && std::isfinite(o.cutmix_alpha)))
+        bad_flag(fmt("--cutmix-alpha must be positive and finite, got %g", o.cutmix_alpha));
+    if (o.holdout < 0) bad_flag(fmt("--holdout must not be negative, got %lld", static_cast<long long>(o.holdout)));
+    if (o.train_limit < 0)
+        bad_flag(fmt("--train-limit must not be negative, got %lld", static_cast<long long>(o.train_limit)));
+    if (o.test_limit < 0) bad_flag(fmt("--test-limit must not be negative, got %lld", static_cast<long long>(o.test_limit)));
+    if (o.log_every < 0) bad_flag(fmt("--log-every must not be negative, got %lld", static_cast<long long>(o.log_every)));
+    if (o.stop_after < 0 || o.stop_after > o.epochs)
+        bad_flag(fmt("--stop-after must lie in [0, --epochs = %d], got %d", o.epochs, o.stop_after));
+    if (o.stop_after > 0 && o.checkpoint.empty()) bad_flag("--stop-after needs --checkpoint (else the run is lost)");
+    if (!o.resume.empty() && !o.load.empty()) bad_flag("--resume and --load exclude each other (--resume restores the weights)");
+    if (!o.resume.empty() && (o.loss == "mixup" || o.loss == "cutmix"))
+        bad_flag("--resume does not restore the mixup/CutMix generator; use --load to start from the weights");
+    if (!o.save.empty()) check_writable_file("--save", o.save);
+    if (!o.checkpoint.empty()) check_writable_file("--checkpoint", o.checkpoint);
+    if (!o.metrics_out.empty()) check_writable_file("--metrics-out", o.metrics_out);
+    if (!o.plot_dir.empty()) check_writable_dir("--plot-dir", o.plot_dir);
     if (o.data.empty())
         o.data = o.dataset == "fashion" ? data::default_fashion_mnist_dir() : data::default_mnist_dir();
 }
@@ -283,7 +432,7 @@ std::string describe_loss(const Options& o) {
 
 int run(Options o) {
     check_options(o);
-    if (o.threads > 0) omp_set_num_threads(o.threads);
+    if (o.threads_given) omp_set_num_threads(o.threads);
     const int threads = omp_get_max_threads();
 
     Device device = Device::cpu();
@@ -295,12 +444,18 @@ int run(Options o) {
     const auto t_load = Clock::now();
     const bool fashion = o.dataset == "fashion";
     data::ImageDataset train_all = fashion ? data::load_fashion_mnist(o.data, true) : data::load_mnist(o.data, true);
-    const data::ImageDataset test = fashion ? data::load_fashion_mnist(o.data, false) : data::load_mnist(o.data, false);
+    const data::ImageDataset test_all =
+        fashion ? data::load_fashion_mnist(o.data, false) : data::load_mnist(o.data, false);
+    const data::ImageDataset test =
+        o.test_limit > 0 ? test_all.slice(0, std::min(o.test_limit, test_all.size())) : test_all;
     if (o.holdout < 0 || o.holdout >= train_all.size())
         throw Error(fmt("--holdout must lie in [0, %lld)", static_cast<long long>(train_all.size())));
     const int64_t n_train = train_all.size() - o.holdout;
     const data::ImageDataset heldout = train_all.slice(n_train, o.holdout);
     data::ImageDataset train = train_all.slice(0, o.train_limit > 0 ? std::min(o.train_limit, n_train) : n_train);
+    if (o.batch_size > train.size())
+        bad_flag(fmt("--batch-size must not exceed the %lld training images, got %lld",
+                     static_cast<long long>(train.size()), static_cast<long long>(o.batch_size)));
     const double load_s = seconds_since(t_load);
 
     manual_seed(o.seed);  // dropout and anything else drawing from the default generator
@@ -316,6 +471,12 @@ int run(Options o) {
     if (o.schedule == "cosine" && total_steps > 0)
         sched = std::make_unique<optim::CosineAnnealingLR>(*opt, total_steps);
     Objective objective(o, train.num_classes);
+    int first_epoch = 1;
+    if (!o.resume.empty()) {
+        first_epoch = static_cast<int>(load_checkpoint(o.resume, *model, *opt, sched.get(), o)) + 1;
+        loader.set_epoch(first_epoch - 1);
+        std::printf("resumed from %s after epoch %d\n", o.resume.c_str(), first_epoch - 1);
+    }
 
     std::printf("%s: %lld training images (%lld held out for temperature scaling), %lld test images, loaded in %.2f s\n",
                 o.data.c_str(), static_cast<long long>(train.size()), static_cast<long long>(heldout.size()),
@@ -337,7 +498,7 @@ int run(Options o) {
     Progress progress(o.epochs, loader.size(), o.log_every);
     std::vector<double> epoch_seconds;
     Tensor test_labels = test.labels;
-    for (int epoch = 1; epoch <= o.epochs; ++epoch) {
+    for (int epoch = first_epoch; epoch <= o.epochs; ++epoch) {
         model->train();
         const auto t0 = Clock::now();
         double loss_sum = 0.0;
@@ -372,6 +533,11 @@ int run(Options o) {
             metrics << line.dump() << '\n';
             metrics.flush();
             if (!metrics) throw Error("--metrics-out: writing " + o.metrics_out + " failed");
+        }
+        if (!o.checkpoint.empty()) save_checkpoint(o.checkpoint, *model, *opt, sched.get(), epoch, o);
+        if (epoch == o.stop_after) {
+            std::printf("stopped after epoch %d; continue with --resume %s\n", epoch, o.checkpoint.c_str());
+            return 0;
         }
     }
 
@@ -475,6 +641,13 @@ int main(int argc, char** argv) {
     app.add_option("--train-limit", o.train_limit, "train on only the first N training images (0: all)");
     app.add_option("--save", o.save, "write the trained weights to this safetensors file");
     app.add_option("--load", o.load, "start from the weights in this safetensors file");
+    app.add_option("--checkpoint", o.checkpoint,
+                   "after every epoch, write the whole training state (weights, optimizer, schedule, RNG, epoch) here");
+    app.add_option("--resume", o.resume,
+                   "continue the run saved by --checkpoint (same flags): k epochs + --resume gives the same bits as "
+                   "one uninterrupted run at the same thread count");
+    app.add_option("--stop-after", o.stop_after, "stop after this epoch (with --checkpoint, to --resume later)");
+    app.add_option("--test-limit", o.test_limit, "evaluate on only the first N test images (0: all)");
     app.add_option("--metrics-out", o.metrics_out, "append one JSON line per epoch to this file");
     app.add_option("--plot-dir", o.plot_dir, "write reliability diagrams (SVG) into this folder");
     app.add_option("--log-every", o.log_every, "without a terminal, also print a line every N batches");
@@ -492,6 +665,7 @@ int main(int argc, char** argv) {
     o.smoothing_given = app.count("--smoothing") > 0;
     o.epochs_given = app.count("--epochs") > 0;
     o.lr_given = app.count("--lr") > 0;
+    o.threads_given = app.count("--threads") > 0;
 
     try {
         return run(o);
