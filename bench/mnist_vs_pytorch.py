@@ -11,15 +11,17 @@ Trains the same models with the same settings in both:
 on all 60 000 training images (lsgrad's --holdout 0), plain cross-entropy, a fresh shuffle per
 epoch, both libraries' default (PyTorch's) initialisation. PyTorch runs here with
 torch.set_num_threads(t) (and OpenBLAS's own thread count set to t through ctypes); lsgrad's `mnist`
-program runs as a subprocess with --threads t and --metrics-out. Both run with OMP_WAIT_POLICY=PASSIVE, so idle OpenMP threads sleep rather than spin
-against the working ones (PyTorch's best setting on few cores).
+program runs as a subprocess with --threads t and --metrics-out. Both run with
+OMP_WAIT_POLICY=PASSIVE, so idle OpenMP threads sleep rather than spin against the working ones
+(PyTorch's best setting on few cores).
 
 s/epoch is the mean over the epochs of the training loop alone (data already in memory; batches
 gathered, forward, backward, optimizer step), not the test evaluation. The ratio is PyTorch's time
 over lsgrad's: above 1 means lsgrad is faster. Accuracies are on the 10 000 test images after the
 last epoch. PyTorch's OpenBLAS runs the best core for this CPU (bench/openblas_core.py: a generic
-fallback is replaced through OPENBLAS_CORETYPE), named in the table's header. Use Debian's /usr/bin/python3 (python3-torch 1.13); MNIST's IDX files are read with
-numpy from --data (default: where scripts/fetch_mnist.sh puts them).
+fallback is replaced through OPENBLAS_CORETYPE), named in the table's header. Use Debian's
+/usr/bin/python3 (python3-torch 1.13); MNIST's IDX files are read with numpy from --data (default:
+where scripts/fetch_mnist.sh puts them).
 """
 
 import argparse
