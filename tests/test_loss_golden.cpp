@@ -24,6 +24,7 @@
 
 #include "lsgrad/core/tensor.h"
 #include "lsgrad/ops/loss.h"
+#include "test_util.h"
 
 namespace {
 
@@ -215,11 +216,22 @@ protected:
 
 // ---- cross_entropy ---------------------------------------------------------------------------
 
-class GoldenCrossEntropy : public GoldenTest {};
+class GoldenCrossEntropy : public GoldenTest {
+protected:
+    void check_cross_entropy(const json& c);
+};
 
+// Every instruction set this CPU runs: the portable path is what AVX2-only x86 and aarch64 run.
 TEST_P(GoldenCrossEntropy, LossAndGradient) {
     if (!GetParam().error.empty()) FAIL() << GetParam().error;
-    const json& c = fixture();
+    for (lsg::detail::CpuIsa isa : lsg::testing::supported_cpu_isas()) {
+        SCOPED_TRACE(lsg::detail::cpu_isa_name(isa));
+        lsg::testing::CpuIsaScope scope(isa);
+        check_cross_entropy(fixture());
+    }
+}
+
+void GoldenCrossEntropy::check_cross_entropy(const json& c) {
     const int64_t n = c["N"], k = c["K"], seed = c["seed"], div = c["div"];
     const std::vector<float> xv = logits_of(n, k, seed, div);
     expect_same_inputs(c, "logits", xv);

@@ -20,6 +20,19 @@ inline std::vector<detail::CpuIsa> supported_cpu_isas() {
     return out;
 }
 
+// Runs the CPU kernels on `isa` until destroyed, then on the set that ran before, even when an
+// assertion returns early.
+class CpuIsaScope {
+public:
+    explicit CpuIsaScope(detail::CpuIsa isa) : previous_(detail::cpu_isa()) { detail::set_cpu_isa(isa); }
+    ~CpuIsaScope() { detail::set_cpu_isa(previous_); }
+    CpuIsaScope(const CpuIsaScope&) = delete;
+    CpuIsaScope& operator=(const CpuIsaScope&) = delete;
+
+private:
+    detail::CpuIsa previous_;
+};
+
 // A contiguous float64 leaf of `shape` with seeded normal values (× scale + shift), requiring grad.
 inline Tensor leaf(const Shape& shape, uint64_t seed, double scale = 1.0, double shift = 0.0) {
     Generator gen(seed);
