@@ -46,15 +46,21 @@ void with_float_data(const Tensor& t, Fn&& fn) {
         fn(t.data<float>());
 }
 
+// A floating tensor [N, K] as f64 values on the host, row-major.
+std::vector<double> host_f64(const Tensor& t) {
+    const Tensor h = host_contiguous(t);
+    std::vector<double> out(static_cast<size_t>(h.numel()));
+    with_float_data(h, [&](const auto* data) {
+        for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<double>(data[i]);
+    });
+    return out;
+}
+
 // The probabilities [N, K] of a checked call as f64, row-major; every entry must lie in [0, 1].
 std::vector<double> checked_probs(const char* op, const Tensor& probs) {
-    const Tensor p = host_contiguous(probs);
-    const int64_t n = p.size(0), k = p.size(1);
-    std::vector<double> out(static_cast<size_t>(n * k));
-    with_float_data(p, [&](const auto* data) {
-        for (int64_t i = 0; i < n * k; ++i) out[i] = static_cast<double>(data[i]);
-    });
-    for (int64_t i = 0; i < n * k; ++i)
+    std::vector<double> out = host_f64(probs);
+    const int64_t k = probs.size(1);
+    for (size_t i = 0; i < out.size(); ++i)
         LSG_CHECK_OP(op, out[i] >= 0.0 && out[i] <= 1.0, "probability ", out[i], " at row ", i / k, ", class ", i % k,
                      " is outside [0, 1] (probs of shape ", probs.shape(), ")");
     return out;
@@ -62,13 +68,9 @@ std::vector<double> checked_probs(const char* op, const Tensor& probs) {
 
 // The logits [N, K] of a checked call as f64, row-major; every entry must be finite.
 std::vector<double> checked_logits(const char* op, const Tensor& logits) {
-    const Tensor z = host_contiguous(logits);
-    const int64_t n = z.size(0), k = z.size(1);
-    std::vector<double> out(static_cast<size_t>(n * k));
-    with_float_data(z, [&](const auto* data) {
-        for (int64_t i = 0; i < n * k; ++i) out[i] = static_cast<double>(data[i]);
-    });
-    for (int64_t i = 0; i < n * k; ++i)
+    std::vector<double> out = host_f64(logits);
+    const int64_t k = logits.size(1);
+    for (size_t i = 0; i < out.size(); ++i)
         LSG_CHECK_OP(op, std::isfinite(out[i]), "logit ", out[i], " at row ", i / k, ", class ", i % k, " is not finite");
     return out;
 }
@@ -184,19 +186,6 @@ std::pair<double, double> nll_derivatives(const T* z, const std::vector<int64_t>
     return {g / static_cast<double>(n), h / static_cast<double>(n)};
 }
 
-std::string xml_escape(const std::string& s) {
-    std::string out;
-    for (char c : s) {
-        switch (c) {
-            case '&': out += "&amp;"; break;
-            case '<': out += "&lt;"; break;
-            case '>': out += "&gt;"; break;
-            case '"': out += "&quot;"; break;
-            default: out += c;
-        }
-    }
-    return out;
-}
 
 
 // A conservative width of `text` set in DejaVu Sans (the sans-serif face librsvg picks on Debian) at
@@ -258,6 +247,20 @@ std::vector<std::string> wrap_text(const std::string& text, double room, double 
 }
 
 }  // namespace
+
+std::string xml_escape(const std::string& s) {
+    std::string out;
+    for (char c : s) {
+        switch (c) {
+            case '&': out += "&amp;"; break;
+            case '<': out += "&lt;"; break;
+            case '>': out += "&gt;"; break;
+            case '"': out += "&quot;"; break;
+            default: out += c;
+        }
+    }
+    return out;
+}
 
 CalibrationTable expected_calibration_error(const Tensor& probs, const Tensor& labels, int64_t bins,
                                             Binning binning) {

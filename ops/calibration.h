@@ -120,6 +120,10 @@ struct VectorScaling {
 // NLL below 1e-6.
 VectorScaling fit_vector_scaling(const Tensor& logits, const Tensor& labels);
 
+// `s` with the characters that XML text and attribute values reserve (& < > ") written as entities;
+// what the SVG writers here, and a caller writing its own figures, put around user text.
+std::string xml_escape(const std::string& s);
+
 // Writes a reliability diagram of `table` to `path` as a standalone SVG (560×660 user units):
 //   - the title, wrapped onto at most three lines (and set smaller when a line is still too wide),
 //     above a line with the binning, the sample count, ECE, MCE, accuracy and mean confidence;
