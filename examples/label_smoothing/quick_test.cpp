@@ -58,6 +58,7 @@ TEST(LabelSmoothingStudy, QuickRunWritesEveryField) {
     for (const char* key : {"study", "config", "calibration", "projections", "distillation", "timing", "verdicts", "figures"})
         ASSERT_TRUE(r.contains(key)) << "results.json lacks " << key;
     EXPECT_TRUE(r["config"]["quick"].get<bool>());
+    EXPECT_EQ(r["status"], "complete");
     EXPECT_EQ(r["config"]["seed_values"], json::array({0}));
 
     // Calibration: every data set × model × ε, each with its seeds, every metric as mean ± std, before

@@ -205,10 +205,16 @@ void write_projection_svg(const std::vector<ProjectionPanel>& panels, int column
             s << "<circle cx=\"" << sx(p.projection.points[i][0]) << "\" cy=\"" << sy(p.projection.points[i][1])
               << "\" r=\"2.6\" fill=\"" << kColours[slot] << "\" fill-opacity=\"0.75\"/>\n";
         }
-        for (const auto& t : p.projection.templates) {
-            const double x = sx(t[0]), y = sy(t[1]);
-            s << "<path d=\"M" << x - 6 << " " << y - 6 << " L" << x + 6 << " " << y + 6 << " M" << x - 6 << " "
-              << y + 6 << " L" << x + 6 << " " << y - 6 << "\" stroke=\"black\" stroke-width=\"2.2\"/>\n";
+        // Each template as a cross in its class's colour, outlined in black.
+        for (int t = 0; t < 3; ++t) {
+            const double x = sx(p.projection.templates[t][0]), y = sy(p.projection.templates[t][1]);
+            std::ostringstream d;
+            d.setf(std::ios::fixed);
+            d.precision(2);
+            d << "M" << x - 7 << " " << y - 7 << " L" << x + 7 << " " << y + 7 << " M" << x - 7 << " " << y + 7 << " L"
+              << x + 7 << " " << y - 7;
+            s << "<path d=\"" << d.str() << "\" stroke=\"black\" stroke-width=\"5\"/><path d=\"" << d.str()
+              << "\" stroke=\"" << kColours[t] << "\" stroke-width=\"2.6\"/>\n";
         }
     }
     // Legend: the classes of the first panel and the template marker.
@@ -224,7 +230,7 @@ void write_projection_svg(const std::vector<ProjectionPanel>& panels, int column
         }
     s << "<path d=\"M" << lx << " " << ly - 9 << " L" << lx + 10 << " " << ly + 1 << " M" << lx << " " << ly + 1
       << " L" << lx + 10 << " " << ly - 9 << "\" stroke=\"black\" stroke-width=\"2.2\"/><text x=\"" << lx + 16
-      << "\" y=\"" << ly << "\">class template (last-layer weight row)</text>\n</svg>\n";
+      << "\" y=\"" << ly << "\">template of the class (its last-layer weight row)</text>\n</svg>\n";
     write_file(path, s.str());
 }
 
