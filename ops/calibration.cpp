@@ -262,6 +262,16 @@ std::string xml_escape(const std::string& s) {
     return out;
 }
 
+std::string svg_open(double width, double height) {
+    std::ostringstream s;
+    s.setf(std::ios::fixed);
+    s.precision(2);
+    s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
+      << "\" viewBox=\"0 0 " << width << " " << height << "\" font-family=\"DejaVu Sans, sans-serif\" font-size=\"12\">\n"
+      << "<rect width=\"" << width << "\" height=\"" << height << "\" fill=\"white\"/>\n";
+    return s.str();
+}
+
 CalibrationTable expected_calibration_error(const Tensor& probs, const Tensor& labels, int64_t bins,
                                             Binning binning) {
     constexpr const char* op = "expected_calibration_error";
@@ -604,10 +614,7 @@ void write_reliability_svg(const CalibrationTable& table, const std::string& pat
     std::ostringstream s;
     s.setf(std::ios::fixed);
     s.precision(2);
-    s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
-      << "\" viewBox=\"0 0 " << width << " " << height << "\" font-family=\"DejaVu Sans, sans-serif\" font-size=\"12\">\n"
-      << "<rect width=\"" << width << "\" height=\"" << height << "\" fill=\"white\"/>\n"
-      << head.str()
+    s << svg_open(width, height) << head.str()
       << "<defs><pattern id=\"under\" width=\"6\" height=\"6\" patternUnits=\"userSpaceOnUse\" "
          "patternTransform=\"rotate(45)\"><rect width=\"6\" height=\"6\" fill=\"#f2b134\" fill-opacity=\"0.45\"/>"
          "<line x1=\"0\" y1=\"0\" x2=\"0\" y2=\"6\" stroke=\"#b8741a\" stroke-width=\"2\"/></pattern></defs>\n"

@@ -124,6 +124,11 @@ VectorScaling fit_vector_scaling(const Tensor& logits, const Tensor& labels);
 // what the SVG writers here, and a caller writing its own figures, put around user text.
 std::string xml_escape(const std::string& s);
 
+// The opening of a standalone SVG of width × height user units (viewBox from the origin), set in
+// DejaVu Sans 12, on a white background: what every figure lsgrad writes starts with. The caller
+// appends the drawing and "</svg>".
+std::string svg_open(double width, double height);
+
 // Writes a reliability diagram of `table` to `path` as a standalone SVG (560×660 user units):
 //   - the title, wrapped onto at most three lines (and set smaller when a line is still too wide),
 //     above a line with the binning, the sample count, ECE, MCE, accuracy and mean confidence;

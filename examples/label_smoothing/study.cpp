@@ -26,17 +26,14 @@ double dot(const double* a, const double* b, int64_t d) {
     return s;
 }
 
-// The opening of a standalone SVG of width × height user units: white background, DejaVu Sans,
-// and `title` centred in bold at baseline title_y.
-std::string svg_open(double width, double height, const std::string& title, double title_y, double title_size) {
+// lsg::svg_open with `title` centred in bold at baseline title_y.
+std::string svg_open_titled(double width, double height, const std::string& title, double title_y, double title_size) {
     std::ostringstream s;
     s.setf(std::ios::fixed);
     s.precision(2);
-    s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
-      << "\" viewBox=\"0 0 " << width << " " << height << "\" font-family=\"DejaVu Sans, sans-serif\" font-size=\"12\">\n"
-      << "<rect width=\"" << width << "\" height=\"" << height << "\" fill=\"white\"/>\n"
-      << "<text x=\"" << width / 2 << "\" y=\"" << title_y << "\" text-anchor=\"middle\" font-size=\"" << title_size
-      << "\" font-weight=\"bold\">" << xml_escape(title) << "</text>\n";
+    s << svg_open(width, height) << "<text x=\"" << width / 2 << "\" y=\"" << title_y
+      << "\" text-anchor=\"middle\" font-size=\"" << title_size << "\" font-weight=\"bold\">" << xml_escape(title)
+      << "</text>\n";
     return s.str();
 }
 
@@ -173,7 +170,7 @@ void write_projection_svg(const std::vector<ProjectionPanel>& panels, int column
     std::ostringstream s;
     s.setf(std::ios::fixed);
     s.precision(2);
-    s << svg_open(width, height, title, 30, 14);
+    s << svg_open_titled(width, height, title, 30, 14);
     for (size_t idx = 0; idx < panels.size(); ++idx) {
         const ProjectionPanel& p = panels[idx];
         const double x0 = margin + static_cast<double>(idx % cols) * (panel + gap);
@@ -260,7 +257,7 @@ void write_line_chart_svg(const std::vector<double>& x, const std::vector<Series
     std::ostringstream s;
     s.setf(std::ios::fixed);
     s.precision(2);
-    s << svg_open(width, height, title, 28, 15) << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << plot_w
+    s << svg_open_titled(width, height, title, 28, 15) << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << plot_w
       << "\" height=\"" << plot_h
       << "\" fill=\"#fafafa\" stroke=\"#333\"/>\n";
     for (int t = 0; t <= 5; ++t) {
