@@ -161,6 +161,24 @@ const std::shared_ptr<Module>& Sequential::operator[](size_t i) const {
     return layers_[i];
 }
 
+size_t Sequential::last_linear_index(const char* op) const {
+    for (size_t i = layers_.size(); i-- > 0;)
+        if (std::dynamic_pointer_cast<Linear>(layers_[i])) return i;
+    LSG_CHECK_OP(op, false, "none of the ", layers_.size(), " children of this Sequential is a Linear");
+    return 0;
+}
+
+std::shared_ptr<Linear> Sequential::get_classifier() const {
+    return std::dynamic_pointer_cast<Linear>(layers_[last_linear_index("Sequential::get_classifier")]);
+}
+
+Tensor Sequential::forward_pre_logits(const Tensor& x) {
+    const size_t end = last_linear_index("Sequential::forward_pre_logits");
+    Tensor h = x;
+    for (size_t i = 0; i < end; ++i) h = layers_[i]->forward(h);
+    return h;
+}
+
 // ---- BatchNorm2d -------------------------------------------------------------------------------
 
 BatchNorm2d::BatchNorm2d(int64_t features, double eps_, double momentum_)

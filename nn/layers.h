@@ -106,7 +106,20 @@ public:
     size_t size() const { return layers_.size(); }
     const std::shared_ptr<Module>& operator[](size_t i) const;
 
+    // The penultimate-layer hook. get_classifier() is the last child that is a Linear (timm's name
+    // for a model's head); forward_pre_logits(x) applies the children before it, in order, and
+    // returns the activations that Linear receives, i.e. PyTorch's model[:i](x) for i = the index of
+    // the last Linear, or timm's forward_head(x, pre_logits=True). For a classifier whose last child
+    // is its Linear, get_classifier()->forward(forward_pre_logits(x)) equals forward(x). Only direct
+    // children count (a Linear inside a nested Sequential is not looked into); training mode is
+    // whatever the children are in. Both throw lsg::Error when no child is a Linear.
+    std::shared_ptr<Linear> get_classifier() const;
+    Tensor forward_pre_logits(const Tensor& x);
+
 private:
+    // Index of the last Linear child; throws naming `op` when there is none.
+    size_t last_linear_index(const char* op) const;
+
     std::vector<std::shared_ptr<Module>> layers_;
 };
 

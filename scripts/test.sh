@@ -23,6 +23,11 @@ else
   echo "warning: MNIST could not be fetched; its integration tests will be skipped" >&2
 fi
 
+# The label-smoothing study's quick run also reads Fashion-MNIST (a Debian package).
+if ! scripts/fetch_fashion_mnist.sh >/dev/null; then
+  echo "warning: Fashion-MNIST could not be installed; the study's quick test will be skipped" >&2
+fi
+
 jobs=$(nproc)
 cmake --preset "$preset"
 cmake --build --preset "$preset" -j "$jobs"

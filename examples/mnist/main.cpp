@@ -49,11 +49,14 @@
 #include "lsgrad/ops/reduce.h"
 #include "lsgrad/optim/optimizer.h"
 #include "lsgrad/optim/scheduler.h"
+#include "mnist_models.h"
 
 namespace {
 
 using namespace lsg;
 using Clock = std::chrono::steady_clock;
+using examples::build_mnist_model;
+using examples::predict;
 
 struct Options {
     std::string model = "cnn";
@@ -104,19 +107,6 @@ std::string clock_time(double seconds) {
 }
 
 // ---- model, optimizer, loss -------------------------------------------------------------------
-
-std::shared_ptr<nn::Sequential> build_model(const std::string& kind, Generator& gen) {
-    using namespace lsg::nn;
-    if (kind == "mlp")
-        return std::make_shared<Sequential>(std::make_shared<Flatten>(), std::make_shared<Linear>(784, 256, true, gen),
-                                            std::make_shared<ReLU>(), std::make_shared<Linear>(256, 256, true, gen),
-                                            std::make_shared<ReLU>(), std::make_shared<Linear>(256, 10, true, gen));
-    return std::make_shared<Sequential>(
-        std::make_shared<Conv2d>(1, 32, 3, 1, 1, true, gen), std::make_shared<ReLU>(), std::make_shared<MaxPool2d>(2),
-        std::make_shared<Conv2d>(32, 64, 3, 1, 1, true, gen), std::make_shared<ReLU>(), std::make_shared<MaxPool2d>(2),
-        std::make_shared<Flatten>(), std::make_shared<Linear>(64 * 7 * 7, 128, true, gen), std::make_shared<ReLU>(),
-        std::make_shared<Linear>(128, 10, true, gen));
-}
 
 std::unique_ptr<optim::Optimizer> build_optimizer(const Options& o, std::vector<Tensor> params) {
     if (o.optimizer == "sgd")
@@ -183,22 +173,6 @@ private:
 };
 
 // ---- evaluation -------------------------------------------------------------------------------
-
-// The model's logits [N, K] on the CPU for every sample, in eval mode, without recording.
-Tensor predict(nn::Module& model, const data::ImageDataset& ds, Device device) {
-    NoGradGuard no_grad;
-    model.eval();
-    Tensor out = empty({ds.size(), ds.num_classes});
-    data::DataLoader loader(ds, {.batch_size = 1000});
-    int64_t start = 0;
-    for (const data::Batch& b : loader) {
-        const Tensor logits = model(b.images.to(device)).to(Device::cpu());
-        out.narrow(0, start, logits.size(0)).copy_(logits);
-        start += logits.size(0);
-    }
-    model.train();
-    return out;
-}
 
 struct Eval {
     double accuracy = 0, nll = 0, ece = 0;
@@ -460,7 +434,7 @@ int run(Options o) {
 
     manual_seed(o.seed);  // dropout and anything else drawing from the default generator
     Generator init_gen(o.seed);
-    std::shared_ptr<nn::Sequential> model = build_model(o.model, init_gen);
+    std::shared_ptr<nn::Sequential> model = build_mnist_model(o.model, init_gen);
     if (!o.load.empty()) nn::load(*model, o.load);
     model->to(device);
 
