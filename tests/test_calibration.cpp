@@ -402,7 +402,10 @@ TEST(Calibration, NewMetricsErrors) {
         {"lsg::expected_calibration_error",
          [](const Tensor& a, const Tensor& b) { lsg::expected_calibration_error(a, b, 15, lsg::Binning::EqualMass); }},
     };
-    for (const auto& [name, fn] : fns) {
+    for (const auto& entry : fns) {
+        // Named copies: lambdas cannot capture structured bindings before clang 16.
+        const std::string& name = entry.first;
+        const Fn& fn = entry.second;
         SCOPED_TRACE(name);
         const auto msg = [&](const Tensor& a, const Tensor& b) { return error_of([&] { fn(a, b); }); };
         EXPECT_EQ(msg(p, labels_tensor({0, 2})).rfind(name, 0), 0u);
