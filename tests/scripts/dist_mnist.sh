@@ -19,8 +19,8 @@ trap 'rm -rf "$dir"' EXIT
 mpirun=("$mpiexec" --allow-run-as-root --oversubscribe -np 2)
 common=(--data "$data" --model mlp --holdout 0 --threads 1 --seed 3)
 
-# 1. One epoch on the first 19 200 images (150 batches of 128), tested on 5000.
-one=(--epochs 1 --train-limit 19200 --test-limit 5000)
+# 1. One epoch on the first 12 800 images (100 batches of 128), tested on 2000.
+one=(--epochs 1 --train-limit 12800 --test-limit 2000)
 "$mnist" "${common[@]}" "${one[@]}" --batch-size 128 --metrics-out "$dir/alone.jsonl" >"$dir/alone.log"
 "${mpirun[@]}" "$mnist" "${common[@]}" "${one[@]}" --dist mpi --batch-size 64 --metrics-out "$dir/ddp.jsonl" \
   >"$dir/ddp.log"
@@ -36,8 +36,8 @@ grep -q "data-parallel over 2 mpi processes" "$dir/ddp.log"
 # Only rank 0 prints: one header line, not two.
 test "$(grep -c "^model mlp" "$dir/ddp.log")" = 1
 
-# 2. Two epochs on 6400 images, straight and as 1 + --resume 1.
-two=(--epochs 2 --train-limit 6400 --test-limit 2000 --dist mpi --batch-size 64)
+# 2. Two epochs on 3200 images, straight and as 1 + --resume 1.
+two=(--epochs 2 --train-limit 3200 --test-limit 1000 --dist mpi --batch-size 64)
 "${mpirun[@]}" "$mnist" "${common[@]}" "${two[@]}" --metrics-out "$dir/full.jsonl" >"$dir/full.log"
 "${mpirun[@]}" "$mnist" "${common[@]}" "${two[@]}" --checkpoint "$dir/ck.safetensors" --stop-after 1 \
   --metrics-out "$dir/part1.jsonl" >"$dir/part1.log"
