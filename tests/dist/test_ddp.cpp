@@ -64,19 +64,24 @@ double max_relative_difference(const nn::Module& a, const nn::Module& b) {
 
 constexpr int kSteps = 20;
 
-// 20 SGD steps (momentum 0.9) of one process with batch `batch` over `ds`; the model's weights.
-std::shared_ptr<nn::Sequential> train_alone(const data::ImageDataset& ds, int64_t batch) {
-    auto model = mlp(3);
-    optim::SGD opt(model->parameters(), {.lr = 0.05, .momentum = 0.9});
-    data::DataLoader loader(ds, {.batch_size = batch, .shuffle = true, .seed = 11});
+// 20 SGD steps (momentum 0.9) of `net` on the batches of `loader`, over as many epochs as needed.
+void sgd_steps(nn::Module& net, data::DataLoader& loader) {
+    optim::SGD opt(net.parameters(), {.lr = 0.05, .momentum = 0.9});
     int steps = 0;
     while (steps < kSteps)
         for (const data::Batch& b : loader) {
             if (steps++ == kSteps) break;
             opt.zero_grad();
-            cross_entropy((*model)(b.images), b.labels).backward();
+            cross_entropy(net(b.images), b.labels).backward();
             opt.step();
         }
+}
+
+// One process with batch `batch` over `ds`; the trained model.
+std::shared_ptr<nn::Sequential> train_alone(const data::ImageDataset& ds, int64_t batch) {
+    auto model = mlp(3);
+    data::DataLoader loader(ds, {.batch_size = batch, .shuffle = true, .seed = 11});
+    sgd_steps(*model, loader);
     return model;
 }
 
@@ -88,17 +93,9 @@ std::shared_ptr<nn::Sequential> train_ddp(const data::ImageDataset& ds, int64_t 
     auto model = mlp(group->rank() == 0 || !use_ddp ? 3 : 100 + group->rank());
     std::shared_ptr<nn::Module> net = model;
     if (use_ddp) net = std::make_shared<nn::DistributedDataParallel>(model, group, options);
-    optim::SGD opt(net->parameters(), {.lr = 0.05, .momentum = 0.9});
     data::DataLoader loader(ds, {.batch_size = batch},
                             data::DistributedSampler(ds.size(), group->size(), group->rank(), {.seed = 11}));
-    int steps = 0;
-    while (steps < kSteps)
-        for (const data::Batch& b : loader) {
-            if (steps++ == kSteps) break;
-            opt.zero_grad();
-            cross_entropy((*net)(b.images), b.labels).backward();
-            opt.step();
-        }
+    sgd_steps(*net, loader);
     return model;
 }
 
