@@ -21,6 +21,8 @@ endforeach()
 
 add_executable(lsgrad_dead_rank dist/dead_rank.cpp)
 target_link_libraries(lsgrad_dead_rank PRIVATE lsgrad::lsgrad)
+# Builds that make only lsgrad_tests (scripts/portability.sh) still run every registered test.
+add_dependencies(lsgrad_tests lsgrad_dist_tests lsgrad_dead_rank)
 foreach(mode IN ITEMS kill abort)
   add_test(NAME dist_dead_rank_${mode}
            COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/dead_rank.sh ${MPIEXEC_EXECUTABLE}

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -103,6 +104,7 @@ struct Case {
     const char* name;
     nn::DistributedDataParallelOptions options;
 };
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 class DdpEquivalence : public ::testing::TestWithParam<Case> {};
 
