@@ -6,7 +6,8 @@ For the MLP and the CNN, with the same global batch of 128:
   2 processes x 1 thread   --dist mpi, gradients reduced during backward (overlap)
   2 processes x 1 thread   --dist mpi --no-overlap (reduced after backward)
 and, for the scaling model in docs/distributed.md, 1 process x 1 thread at batch 64 (one rank's
-compute per step). Each configuration runs --repeats times, interleaved; the table gives images/s
+compute per step). --bucket-mb smaller than the model's gradients gives several buckets, which is
+when overlap has something to overlap. Each configuration runs --repeats times, interleaved; the table gives images/s
 (training images / seconds of the epoch, data loading and evaluation excluded) as min and median.
 
     bench/dist_scaling.py build/cpu/examples/mnist/mnist [--repeats 3]
@@ -22,6 +23,8 @@ p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDes
 p.add_argument("mnist")
 p.add_argument("--repeats", type=int, default=3)
 p.add_argument("--mpiexec", default="mpirun")
+p.add_argument("--bucket-mb", default="25", help="DDP bucket size (25 MiB holds either model's gradients in one bucket)")
+p.add_argument("--only-dist", action="store_true", help="only the two 2-process configurations")
 args = p.parse_args()
 
 env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMPI_MCA_btl_vader_single_copy_mechanism="none")
@@ -34,6 +37,12 @@ configs = [
      ["--threads", "1", "--batch-size", "64", "--dist", "mpi", "--no-overlap"]),
     ("1 process x 1 thread, batch 64 (one rank's compute)", [], ["--threads", "1", "--batch-size", "64"]),
 ]
+
+if args.only_dist:
+    configs = [c for c in configs if c[1]]
+for c in configs:
+    if c[1]:
+        c[2].extend(["--bucket-mb", args.bucket_mb])
 
 rates = {}
 for model in ("mlp", "cnn"):
