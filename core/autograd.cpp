@@ -94,6 +94,10 @@ public:
             Tensor acc(leaf->grad);
             acc.copy_(accumulate(acc, g));
         }
+        // A copy: a hook may register or remove hooks of this leaf.
+        const auto hooks = leaf->post_accumulate_grad_hooks;
+        const Tensor handle(leaf);
+        for (const auto& entry : hooks) entry.second(handle);
         return {};
     }
     std::string name() const override { return "AccumulateGrad"; }

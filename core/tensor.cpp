@@ -1,6 +1,7 @@
 #include "lsgrad/core/tensor.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <numeric>
@@ -475,6 +476,23 @@ void Tensor::set_grad(const Tensor& grad) {
 }
 
 void Tensor::zero_grad() { impl().grad.reset(); }
+
+uint64_t Tensor::register_post_accumulate_grad_hook(std::function<void(const Tensor&)> hook) {
+    LSG_CHECK(is_leaf() && requires_grad(), "a post-accumulate-grad hook needs a leaf that requires grad, got a ",
+              is_leaf() ? "leaf that does not require grad" : "non-leaf (the result of an op)", " of shape ",
+              shape());
+    LSG_CHECK(hook != nullptr, "the hook is empty");
+    // Ids are unique within the process, so a stale id never removes another owner's hook.
+    static std::atomic<uint64_t> next_id{1};
+    const uint64_t id = next_id++;
+    impl().post_accumulate_grad_hooks.emplace_back(id, std::move(hook));
+    return id;
+}
+
+void Tensor::remove_post_accumulate_grad_hook(uint64_t id) {
+    auto& hooks = impl().post_accumulate_grad_hooks;
+    std::erase_if(hooks, [id](const auto& entry) { return entry.first == id; });
+}
 
 Tensor Tensor::detach() const {
     auto impl = std::make_shared<TensorImpl>();

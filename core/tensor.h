@@ -3,10 +3,12 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <iosfwd>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "lsgrad/core/allocator.h"
@@ -66,6 +68,9 @@ struct TensorImpl {
     std::shared_ptr<TensorImpl> grad;
     std::shared_ptr<autograd::Node> grad_fn;     // the op that made this tensor; null for leaves
     std::shared_ptr<autograd::Node> grad_accum;  // leaves that require grad: where gradients land
+    // Called, in registration order, each time a backward has accumulated into this leaf's grad
+    // (see Tensor::register_post_accumulate_grad_hook); keyed by the id that removes them.
+    std::vector<std::pair<uint64_t, std::function<void(const Tensor&)>>> post_accumulate_grad_hooks;
 };
 
 class Tensor {
@@ -158,6 +163,14 @@ public:
     void set_grad(const Tensor& grad);
     // Clears the accumulated gradient, as optimizer.zero_grad(set_to_none=True) does.
     void zero_grad();
+    // Calls hook(*this) each time a backward has finished accumulating into this leaf's grad()
+    // (once per backward that reaches it, after every contribution of that backward is summed),
+    // as PyTorch's register_post_accumulate_grad_hook: what data-parallel training uses to start
+    // reducing a gradient while the rest of backward runs. Throws on a tensor that is not a leaf
+    // requiring grad. Returns an id for remove_post_accumulate_grad_hook.
+    uint64_t register_post_accumulate_grad_hook(std::function<void(const Tensor&)> hook);
+    // Removes the hook of that id (an unknown id is ignored: the hook is already gone).
+    void remove_post_accumulate_grad_hook(uint64_t id);
     const std::shared_ptr<autograd::Node>& grad_fn() const { return impl().grad_fn; }
     // The same data, cut from the graph: no grad_fn, requires_grad false. Shares storage.
     Tensor detach() const;

@@ -96,13 +96,24 @@ DataLoader::DataLoader(ImageDataset dataset, DataLoaderOptions options)
               dataset_.images.shape(), " and labels ", dataset_.labels.shape(), " hold different sample counts");
 }
 
+DataLoader::DataLoader(ImageDataset dataset, DataLoaderOptions options, DistributedSampler sampler)
+    : DataLoader(std::move(dataset), options) {
+    LSG_CHECK(!options_.shuffle, "shuffle must be false with a sampler (the sampler shuffles)");
+    LSG_CHECK(sampler.dataset_size() == dataset_.size(), "the sampler was made for ", sampler.dataset_size(),
+              " samples, the data set holds ", dataset_.size());
+    sampler_ = sampler;
+}
+
+int64_t DataLoader::samples() const { return sampler_ ? sampler_->num_samples() : dataset_.size(); }
+
 int64_t DataLoader::size() const {
-    const int64_t n = dataset_.size(), b = options_.batch_size;
+    const int64_t n = samples(), b = options_.batch_size;
     // ⌈n / b⌉ without forming n + b − 1, which overflows for a huge batch size.
     return options_.drop_last ? n / b : n / b + (n % b != 0);
 }
 
 Tensor DataLoader::order(int64_t epoch) const {
+    if (sampler_) return sampler_->indices(epoch);
     if (!options_.shuffle) return arange(dataset_.size());
     Generator gen(options_.seed + static_cast<uint64_t>(epoch));
     return randperm(dataset_.size(), gen);
@@ -110,8 +121,8 @@ Tensor DataLoader::order(int64_t epoch) const {
 
 Batch DataLoader::make_batch(const Tensor& order, int64_t index) const {
     const int64_t start = index * options_.batch_size;
-    const int64_t len = std::min(options_.batch_size, dataset_.size() - start);
-    if (!options_.shuffle)
+    const int64_t len = std::min(options_.batch_size, samples() - start);
+    if (!gathers())
         return {dataset_.images.narrow(0, start, len), dataset_.labels.narrow(0, start, len)};
     const Tensor idx = order.narrow(0, start, len);
     return {index_select(dataset_.images, 0, idx), index_select(dataset_.labels, 0, idx)};
@@ -119,7 +130,7 @@ Batch DataLoader::make_batch(const Tensor& order, int64_t index) const {
 
 DataLoader::Iterator DataLoader::begin() {
     const int64_t epoch = next_epoch_++;
-    return Iterator(this, options_.shuffle ? order(epoch) : Tensor(), 0);
+    return Iterator(this, gathers() ? order(epoch) : Tensor(), 0);
 }
 
 DataLoader::Iterator DataLoader::end() const {

@@ -10,10 +10,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
+#include <optional>
 #include <string>
 
 #include "lsgrad/core/tensor.h"
 #include "lsgrad/data/idx.h"
+#include "lsgrad/data/sampler.h"
 
 namespace lsg::data {
 
@@ -94,15 +96,21 @@ class DataLoader {
 public:
     // Throws lsg::Error for batch_size < 1 or a data set whose images and labels disagree.
     explicit DataLoader(ImageDataset dataset, DataLoaderOptions options = {});
+    // Batches of this rank's share only, in the sampler's order (data-parallel training): epoch e
+    // visits sampler.indices(e) cut into batches. options.shuffle must be false (the sampler
+    // shuffles), and the sampler must cover this data set's size, else lsg::Error.
+    DataLoader(ImageDataset dataset, DataLoaderOptions options, DistributedSampler sampler);
 
-    // Batches per epoch: ⌈N / batch_size⌉, or ⌊N / batch_size⌋ with drop_last.
+    // Batches per epoch: ⌈N / batch_size⌉, or ⌊N / batch_size⌋ with drop_last (N: the sampler's
+    // num_samples() when there is one).
     int64_t size() const;
     const ImageDataset& dataset() const { return dataset_; }
     const DataLoaderOptions& options() const { return options_; }
     // The epoch the next begin() starts.
     int64_t epoch() const { return next_epoch_; }
     void set_epoch(int64_t epoch) { next_epoch_ = epoch; }
-    // The sample indices (i64 [N]) of `epoch` in visiting order: 0..N−1 unshuffled.
+    // The sample indices (i64 [N]) of `epoch` in visiting order: 0..N−1 unshuffled, the sampler's
+    // indices(epoch) with one.
     Tensor order(int64_t epoch) const;
 
     class Iterator {
@@ -139,8 +147,13 @@ public:
 private:
     Batch make_batch(const Tensor& order, int64_t index) const;
 
+    // Samples per epoch, and whether batches are gathered through the order (else views).
+    int64_t samples() const;
+    bool gathers() const { return options_.shuffle || sampler_.has_value(); }
+
     ImageDataset dataset_;
     DataLoaderOptions options_;
+    std::optional<DistributedSampler> sampler_;
     int64_t next_epoch_ = 0;
 };
 

@@ -10,9 +10,11 @@
 set -euo pipefail
 
 # python3: the include-arrow check; librsvg2-bin: rsvg-convert, with which a test renders the
-# reliability diagram to check its text.
+# reliability diagram to check its text; libopenmpi-dev, openmpi-bin: the MPI process group and
+# mpirun, which launches its multi-process tests.
 readonly packages=(build-essential cmake ninja-build libgtest-dev libgmock-dev libbenchmark-dev
-                   libcli11-dev nlohmann-json3-dev zlib1g-dev npm python3 librsvg2-bin)
+                   libcli11-dev nlohmann-json3-dev zlib1g-dev npm python3 librsvg2-bin
+                   libopenmpi-dev openmpi-bin)
 
 # A package whose program may come from elsewhere: Node.js from NodeSource ships its own npm and
 # conflicts with Debian's npm package, so a working `npm` command counts as installed.

@@ -147,3 +147,41 @@ TEST(Determinism, SameSeedSameBits) {
     };
     EXPECT_EQ(run(), run());
 }
+
+// ---- post-accumulate-grad hooks (what data-parallel training starts its allreduces from) ------
+
+TEST(AutogradHooks, PostAccumulateGradHookSeesTheSummedGradientOncePerBackward) {
+    Tensor x = tensor({1.0, 2.0, 3.0}, {3}, {.dtype = DType::f64, .requires_grad = true});
+    std::vector<std::vector<double>> seen;
+    x.register_post_accumulate_grad_hook([&](const Tensor& leaf) { seen.push_back(leaf.grad().to_vector<double>()); });
+    // x reaches the loss along two paths: d/dx Σ(x·x + 4x) = 2x + 4, summed before the hook runs.
+    ((x * x).sum() + (x * 4.0).sum()).backward();
+    ASSERT_EQ(seen.size(), 1u);
+    EXPECT_EQ(seen[0], (std::vector<double>{6.0, 8.0, 10.0}));
+    // A second backward accumulates, and the hook sees the total.
+    (x * 2.0).sum().backward();
+    ASSERT_EQ(seen.size(), 2u);
+    EXPECT_EQ(seen[1], (std::vector<double>{8.0, 10.0, 12.0}));
+}
+
+TEST(AutogradHooks, HooksRunInOrderAndCanBeRemoved) {
+    Tensor x = tensor({1.0}, {1}, {.dtype = DType::f64, .requires_grad = true});
+    std::string calls;
+    const uint64_t a = x.register_post_accumulate_grad_hook([&](const Tensor&) { calls += "a"; });
+    x.register_post_accumulate_grad_hook([&](const Tensor&) { calls += "b"; });
+    (x * 3.0).sum().backward();
+    EXPECT_EQ(calls, "ab");
+    x.remove_post_accumulate_grad_hook(a);
+    x.remove_post_accumulate_grad_hook(a);  // already gone: ignored
+    (x * 3.0).sum().backward();
+    EXPECT_EQ(calls, "abb");
+}
+
+TEST(AutogradHooks, OnlyLeavesThatRequireGradTakeHooks) {
+    Tensor x = tensor({1.0}, {1}, {.dtype = DType::f64, .requires_grad = true});
+    Tensor y = x * 2.0;
+    expect_error([&] { y.register_post_accumulate_grad_hook([](const Tensor&) {}); }, {"non-leaf", "[1]"});
+    Tensor z = tensor({1.0});
+    expect_error([&] { z.register_post_accumulate_grad_hook([](const Tensor&) {}); }, {"does not require grad"});
+    expect_error([&] { x.register_post_accumulate_grad_hook(nullptr); }, {"empty"});
+}

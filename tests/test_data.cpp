@@ -176,4 +176,78 @@ TEST(ImageDataset, MissingMnistNamesTheDirectoryAndFiles) {
     std::filesystem::remove_all(dir);
 }
 
+// ---- DistributedSampler ------------------------------------------------------------------------
+
+using lsg::data::DistributedSampler;
+
+TEST(DistributedSampler, StridesThePaddedOrderAcrossRanks) {
+    // N = 10, W = 3, no shuffle: positions 0..11 of 0..9 padded with its start (0, 1); rank r takes
+    // r, r+3, r+6, r+9.
+    const std::vector<std::vector<int64_t>> want{{0, 3, 6, 9}, {1, 4, 7, 0}, {2, 5, 8, 1}};
+    for (int64_t r = 0; r < 3; ++r) {
+        DistributedSampler s(10, 3, r, {.shuffle = false});
+        EXPECT_EQ(s.num_samples(), 4);
+        EXPECT_EQ(s.indices(0).to_vector<int64_t>(), want[static_cast<size_t>(r)]) << "rank " << r;
+    }
+    // drop_last leaves out the last N mod W = 1.
+    const std::vector<std::vector<int64_t>> dropped{{0, 3, 6}, {1, 4, 7}, {2, 5, 8}};
+    for (int64_t r = 0; r < 3; ++r) {
+        DistributedSampler s(10, 3, r, {.shuffle = false, .drop_last = true});
+        EXPECT_EQ(s.num_samples(), 3);
+        EXPECT_EQ(s.indices(0).to_vector<int64_t>(), dropped[static_cast<size_t>(r)]) << "rank " << r;
+    }
+    // Fewer samples than ranks: padding repeats the order as often as needed.
+    EXPECT_EQ(DistributedSampler(2, 5, 4, {.shuffle = false}).indices(0).to_vector<int64_t>(), (std::vector<int64_t>{0}));
+    EXPECT_EQ(DistributedSampler(2, 5, 3, {.shuffle = false}).indices(0).to_vector<int64_t>(), (std::vector<int64_t>{1}));
+}
+
+TEST(DistributedSampler, RanksBatchesTogetherAreOneProcesssBatches) {
+    // N = 66, W = 3, b = 4: one process with B = 12 has 5 full batches and one of 6, the ranks 5
+    // of 4 and one of 2; every batch k over the ranks must be the one process's batch k.
+    const int64_t n = 66, w = 3, b = 4;
+    ImageDataset ds;
+    ds.images = lsg::arange(n).to(DType::f32).reshape({n, 1, 1, 1});
+    ds.labels = lsg::arange(n);
+    for (int64_t epoch = 0; epoch < 2; ++epoch) {
+        DataLoader one(ds, {.batch_size = w * b, .shuffle = true, .seed = 4});
+        one.set_epoch(epoch);
+        std::vector<std::vector<int64_t>> want;
+        for (const Batch& batch : one) want.push_back(batch.labels.to_vector<int64_t>());
+        std::vector<std::vector<int64_t>> got(want.size());
+        for (int64_t r = 0; r < w; ++r) {
+            DataLoader mine(ds, {.batch_size = b}, DistributedSampler(n, w, r, {.seed = 4}));
+            mine.set_epoch(epoch);
+            ASSERT_EQ(mine.size(), static_cast<int64_t>(want.size()));
+            size_t k = 0;
+            for (const Batch& batch : mine) {
+                const std::vector<int64_t> labels = batch.labels.to_vector<int64_t>();
+                got[k].insert(got[k].end(), labels.begin(), labels.end());
+                ++k;
+            }
+        }
+        for (size_t k = 0; k < want.size(); ++k) {
+            std::sort(want[k].begin(), want[k].end());
+            std::sort(got[k].begin(), got[k].end());
+            EXPECT_EQ(got[k], want[k]) << "epoch " << epoch << " batch " << k;
+        }
+    }
+    // Two epochs differ.
+    DistributedSampler s(n, w, 0, {.seed = 4});
+    EXPECT_NE(s.indices(0).to_vector<int64_t>(), s.indices(1).to_vector<int64_t>());
+}
+
+TEST(DistributedSampler, BadArgumentsAreErrors) {
+    expect_error([] { DistributedSampler(10, 0, 0); }, {"num_replicas", "0"});
+    expect_error([] { DistributedSampler(10, 2, 2); }, {"rank", "[0, 2)", "2"});
+    expect_error([] { DistributedSampler(10, 2, -1); }, {"rank", "-1"});
+    expect_error([] { DistributedSampler(-5, 2, 0); }, {"negative", "-5"});
+    expect_error([] { DistributedSampler(1, 2, 0, {.drop_last = true}); }, {"drop_last", "1", "2"});
+    expect_error([] { DistributedSampler(0, 2, 0); }, {"empty"});
+    ImageDataset ds;
+    ds.images = lsg::zeros({6, 1, 1, 1});
+    ds.labels = lsg::arange(6);
+    expect_error([&] { DataLoader(ds, {.shuffle = true}, DistributedSampler(6, 2, 0)); }, {"shuffle", "sampler"});
+    expect_error([&] { DataLoader(ds, {}, DistributedSampler(7, 2, 0)); }, {"7", "6"});
+}
+
 }  // namespace

@@ -11,6 +11,11 @@
 // log_softmax from the smoothed targets, batch mean), soft (soft-target cross-entropy against the
 // smoothed targets), mixup / cutmix (the batch transform, then soft-target cross-entropy).
 //
+// Data-parallel: `mpirun -np W mnist --dist mpi ...` trains on W CPU processes (`--dist nccl
+// --device cuda`, one process per GPU), each with --batch-size images of its share of every batch
+// (a global batch of W·--batch-size; see data::DistributedSampler), gradients averaged by
+// nn::DistributedDataParallel. Only rank 0 prints, writes metrics, checkpoints and saved weights.
+//
 // Temperature scaling needs data the model was not trained on: by default the last 5000 training
 // images are held out of training and T is fitted on them (--holdout 0 trains on all 60 000 and
 // skips the fit).
@@ -39,6 +44,7 @@
 #include "lsgrad/core/rng.h"
 #include "lsgrad/core/tensor.h"
 #include "lsgrad/data/dataset.h"
+#include "lsgrad/dist/distributed_data_parallel.h"
 #include "lsgrad/nn/layers.h"
 #include "lsgrad/nn/loss.h"
 #include "lsgrad/nn/mixup.h"
@@ -87,7 +93,14 @@ struct Options {
     int stop_after = 0;
     bool threads_given = false;
     int64_t log_every = 0;
+    std::string dist = "none";
+    double bucket_mb = 25.0;
+    bool no_overlap = false;
 };
+
+// The data-parallel group of this run (null without --dist); main's error handler ends the whole
+// job through it, so that a rank that fails does not leave the others waiting in an allreduce.
+std::shared_ptr<dist::ProcessGroup> process_group;
 
 // More OpenMP threads than four per processor only oversubscribes the machine (every kernel
 // splits its work by thread count): a larger --threads is a typo, not a setting.
@@ -253,7 +266,8 @@ nn::Metadata run_signature(const Options& o) {
             {"seed", std::to_string(o.seed)},
             {"dataset", o.dataset},
             {"holdout", std::to_string(o.holdout)},
-            {"train-limit", std::to_string(o.train_limit)}};
+            {"train-limit", std::to_string(o.train_limit)},
+            {"world-size", std::to_string(process_group ? process_group->size() : 1)}};
 }
 
 Tensor int_scalar(int64_t v) { return from_vector<int64_t>({v}, Shape{}); }
@@ -390,6 +404,10 @@ void check_options(Options& o) {
     if (!o.checkpoint.empty()) check_writable_file("--checkpoint", o.checkpoint);
     if (!o.metrics_out.empty()) check_writable_file("--metrics-out", o.metrics_out);
     if (!o.plot_dir.empty()) check_writable_dir("--plot-dir", o.plot_dir);
+    if (!(o.bucket_mb > 0.0 && std::isfinite(o.bucket_mb)))
+        bad_flag(fmt("--bucket-mb must be positive and finite, got %g", o.bucket_mb));
+    if (o.dist == "mpi" && o.device != "cpu") bad_flag("--dist mpi trains on the CPU; use --dist nccl with --device cuda");
+    if (o.dist == "nccl" && o.device != "cuda") bad_flag("--dist nccl needs --device cuda");
     if (o.data.empty())
         o.data = o.dataset == "fashion" ? data::default_fashion_mnist_dir() : data::default_mnist_dir();
 }
@@ -405,6 +423,11 @@ std::string describe_loss(const Options& o) {
 }
 
 int run(Options o) {
+    if (o.dist != "none") process_group = dist::new_process_group(o.dist);
+    const int rank = process_group ? process_group->rank() : 0;
+    const int world = process_group ? process_group->size() : 1;
+    // Only rank 0 speaks; the others' errors still reach stderr.
+    if (rank != 0 && !std::freopen("/dev/null", "w", stdout)) throw Error("cannot silence stdout of rank " + std::to_string(rank));
     check_options(o);
     if (o.threads_given) omp_set_num_threads(o.threads);
     const int threads = omp_get_max_threads();
@@ -412,7 +435,7 @@ int run(Options o) {
     Device device = Device::cpu();
     if (o.device == "cuda") {
         if (!cuda_is_available()) throw Error(std::string("--device cuda: ") + cuda_unavailable_reason());
-        device = Device::cuda();
+        device = process_group ? process_group->device() : Device::cuda();
     }
 
     const auto t_load = Clock::now();
@@ -437,9 +460,18 @@ int run(Options o) {
     std::shared_ptr<nn::Sequential> model = build_mnist_model(o.model, init_gen);
     if (!o.load.empty()) nn::load(*model, o.load);
     model->to(device);
+    // The network a step runs: the model, or the model inside DistributedDataParallel (same
+    // parameters; checkpoints and saved weights hold the model's own names).
+    std::shared_ptr<nn::Module> net = model;
+    if (process_group)
+        net = std::make_shared<nn::DistributedDataParallel>(
+            model, process_group, nn::DistributedDataParallelOptions{.bucket_cap_mb = o.bucket_mb, .overlap = !o.no_overlap});
 
-    data::DataLoader loader(train, {.batch_size = o.batch_size, .shuffle = true, .seed = o.seed});
-    std::unique_ptr<optim::Optimizer> opt = build_optimizer(o, model->parameters());
+    data::DataLoader loader =
+        process_group ? data::DataLoader(train, {.batch_size = o.batch_size},
+                                         data::DistributedSampler(train.size(), world, rank, {.seed = o.seed}))
+                      : data::DataLoader(train, {.batch_size = o.batch_size, .shuffle = true, .seed = o.seed});
+    std::unique_ptr<optim::Optimizer> opt = build_optimizer(o, net->parameters());
     std::unique_ptr<optim::LRScheduler> sched;
     const int64_t total_steps = static_cast<int64_t>(o.epochs) * loader.size();
     if (o.schedule == "cosine" && total_steps > 0)
@@ -459,10 +491,14 @@ int run(Options o) {
                 o.model.c_str(), static_cast<long long>(model->num_parameters()), describe_loss(o).c_str(),
                 o.optimizer.c_str(), o.lr, o.schedule.c_str(), static_cast<long long>(o.batch_size), o.epochs, threads,
                 o.device.c_str());
+    if (process_group)
+        std::printf("data-parallel over %d %s processes: batch %lld per process, %lld in all, %s\n", world,
+                    o.dist.c_str(), static_cast<long long>(o.batch_size), static_cast<long long>(o.batch_size) * world,
+                    net->name().c_str());
     std::fflush(stdout);
 
     std::ofstream metrics;
-    if (!o.metrics_out.empty()) {
+    if (!o.metrics_out.empty() && rank == 0) {
         const std::filesystem::path p(o.metrics_out);
         if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
         metrics.open(p);
@@ -480,41 +516,51 @@ int run(Options o) {
         for (const data::Batch& batch : loader) {
             const Tensor x = batch.images.to(device), y = batch.labels.to(device);
             const Tensor input = objective.prepare(x, y);
-            const Tensor loss = objective.loss((*model)(input), y);
+            const Tensor loss = objective.loss((*net)(input), y);
             opt->zero_grad();
             loss.backward();
             opt->step();
             if (sched) sched->step();
             loss_sum += loss.item<double>();
             ++batches;
-            images += x.size(0);
+            images += x.size(0) * world;
             const double elapsed = seconds_since(t0);
             const double rate = images / std::max(elapsed, 1e-9);
             progress.update(epoch, batches, loss_sum / batches, rate,
                             (train.size() - images) / rate + (o.epochs - epoch) * (train.size() / rate));
         }
+        double train_loss = batches ? loss_sum / batches : 0.0;
+        if (process_group) {
+            // The mean over the ranks (each rank's own batches are a W-th of the data).
+            Tensor mean_loss = from_vector<double>({train_loss});
+            process_group->allreduce(mean_loss, dist::ReduceOp::Average);
+            train_loss = mean_loss.item<double>();
+        }
         const double seconds = seconds_since(t0);
         epoch_seconds.push_back(seconds);
-        const Eval e = evaluate(predict(*model, test, device), test_labels);
-        const double train_loss = batches ? loss_sum / batches : 0.0;
-        progress.epoch_done(fmt("epoch %d/%d  train loss %.4f  test acc %.2f %%  NLL %.4f  ECE %.2f %%  %.2f s",
-                                epoch, o.epochs, train_loss, 100 * e.accuracy, e.nll, 100 * e.ece, seconds));
-        if (metrics.is_open()) {
-            const nlohmann::json line = {{"epoch", epoch},         {"train_loss", train_loss}, {"test_acc", e.accuracy},
-                                         {"test_nll", e.nll},      {"ece", e.ece},             {"seconds", seconds},
-                                         {"model", o.model},       {"loss", o.loss},           {"smoothing", o.smoothing},
-                                         {"threads", threads}};
-            metrics << line.dump() << '\n';
-            metrics.flush();
-            if (!metrics) throw Error("--metrics-out: writing " + o.metrics_out + " failed");
+        if (rank == 0) {  // rank 0 evaluates, reports and checkpoints for the job
+            const Eval e = evaluate(predict(*model, test, device), test_labels);
+            progress.epoch_done(fmt("epoch %d/%d  train loss %.4f  test acc %.2f %%  NLL %.4f  ECE %.2f %%  %.2f s",
+                                    epoch, o.epochs, train_loss, 100 * e.accuracy, e.nll, 100 * e.ece, seconds));
+            if (metrics.is_open()) {
+                const nlohmann::json line = {{"epoch", epoch},         {"train_loss", train_loss}, {"test_acc", e.accuracy},
+                                             {"test_nll", e.nll},      {"ece", e.ece},             {"seconds", seconds},
+                                             {"model", o.model},       {"loss", o.loss},           {"smoothing", o.smoothing},
+                                             {"threads", threads}};
+                metrics << line.dump() << '\n';
+                metrics.flush();
+                if (!metrics) throw Error("--metrics-out: writing " + o.metrics_out + " failed");
+            }
+            if (!o.checkpoint.empty()) save_checkpoint(o.checkpoint, *model, *opt, sched.get(), epoch, o);
         }
-        if (!o.checkpoint.empty()) save_checkpoint(o.checkpoint, *model, *opt, sched.get(), epoch, o);
         if (epoch == o.stop_after) {
+            if (process_group) process_group->barrier();  // no rank leaves before the checkpoint is written
             std::printf("stopped after epoch %d; continue with --resume %s\n", epoch, o.checkpoint.c_str());
             return 0;
         }
     }
 
+    if (rank != 0) return 0;
     if (!o.save.empty()) {
         nn::save(*model, o.save, {{"model", o.model}, {"loss", o.loss}});
         std::printf("saved %s\n", o.save.c_str());
@@ -625,6 +671,13 @@ int main(int argc, char** argv) {
     app.add_option("--metrics-out", o.metrics_out, "append one JSON line per epoch to this file");
     app.add_option("--plot-dir", o.plot_dir, "write reliability diagrams (SVG) into this folder");
     app.add_option("--log-every", o.log_every, "without a terminal, also print a line every N batches");
+    app.add_option("--dist", o.dist,
+                   "data-parallel under mpirun: none, mpi (CPU processes) or nccl (one GPU per process, --device cuda)")
+        ->check(CLI::IsMember({"none", "mpi", "nccl"}))
+        ->capture_default_str();
+    app.add_option("--bucket-mb", o.bucket_mb, "--dist: gradient bucket size in MiB")->capture_default_str();
+    app.add_flag("--no-overlap", o.no_overlap,
+                 "--dist: reduce gradients only after backward instead of during it (for comparison)");
 
     try {
         app.parse(argc, argv);
@@ -647,6 +700,8 @@ int main(int argc, char** argv) {
         // End a half-drawn progress bar so the message starts its own line.
         if (isatty(STDOUT_FILENO)) std::printf("\n");
         std::fflush(stdout);
+        // One rank failing would leave the others blocked in their next allreduce: end the job.
+        if (process_group && process_group->size() > 1) process_group->abort(1, std::string("error: ") + e.what());
         std::fprintf(stderr, "error: %s\n", e.what());
         return 1;
     }

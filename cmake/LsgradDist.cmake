@@ -1,0 +1,58 @@
+# Resolves LSGRAD_MPI and LSGRAD_NCCL (AUTO|ON|OFF) into LSGRAD_HAS_MPI and LSGRAD_HAS_NCCL: the
+# process-group engines of dist/. AUTO turns an engine on when it is found; NCCL also needs the CUDA
+# backend and MPI (its communicator is bootstrapped over MPI).
+set(LSGRAD_MPI AUTO CACHE STRING "Build the MPI process group: AUTO (when MPI is found), ON or OFF")
+set_property(CACHE LSGRAD_MPI PROPERTY STRINGS AUTO ON OFF)
+set(LSGRAD_NCCL AUTO CACHE STRING "Build the NCCL process group: AUTO (with CUDA, MPI and NCCL found), ON or OFF")
+set_property(CACHE LSGRAD_NCCL PROPERTY STRINGS AUTO ON OFF)
+
+foreach(_opt IN ITEMS LSGRAD_MPI LSGRAD_NCCL)
+  string(TOUPPER "${${_opt}}" _val)
+  if(NOT _val MATCHES "^(AUTO|ON|OFF)$")
+    message(FATAL_ERROR "${_opt} must be AUTO, ON or OFF, not '${${_opt}}'")
+  endif()
+  set(_lsgrad_${_opt} ${_val})
+endforeach()
+
+set(LSGRAD_HAS_MPI OFF)
+if(NOT _lsgrad_LSGRAD_MPI STREQUAL "OFF")
+  # The C API through the C++ compiler (this project enables no C); not the deprecated C++ bindings.
+  set(MPI_CXX_SKIP_MPICXX ON)
+  find_package(MPI COMPONENTS CXX QUIET)
+  if(MPI_CXX_FOUND)
+    set(LSGRAD_HAS_MPI ON)
+  elseif(_lsgrad_LSGRAD_MPI STREQUAL "ON")
+    message(FATAL_ERROR "LSGRAD_MPI=ON but no MPI was found (install libopenmpi-dev)")
+  endif()
+endif()
+
+set(LSGRAD_HAS_NCCL OFF)
+if(NOT _lsgrad_LSGRAD_NCCL STREQUAL "OFF")
+  if(LSGRAD_HAS_CUDA AND LSGRAD_HAS_MPI)
+    find_path(LSGRAD_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} ${CUDAToolkit_LIBRARY_ROOT}/include)
+    find_library(LSGRAD_NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} ${CUDAToolkit_LIBRARY_ROOT}/lib)
+    if(LSGRAD_NCCL_INCLUDE_DIR AND LSGRAD_NCCL_LIBRARY)
+      set(LSGRAD_HAS_NCCL ON)
+    endif()
+  endif()
+  if(NOT LSGRAD_HAS_NCCL AND _lsgrad_LSGRAD_NCCL STREQUAL "ON")
+    message(FATAL_ERROR "LSGRAD_NCCL=ON needs the CUDA backend, MPI, nccl.h and libnccl")
+  endif()
+endif()
+message(STATUS "lsgrad: MPI process group ${LSGRAD_HAS_MPI}, NCCL process group ${LSGRAD_HAS_NCCL}")
+
+# Adds the engines this build has to `target` (the library's dist/*.cpp other than the engines are
+# always built: they only say which engines exist).
+function(lsgrad_configure_dist_target target)
+  if(LSGRAD_HAS_MPI)
+    target_sources(${target} PRIVATE ${PROJECT_SOURCE_DIR}/dist/mpi.cpp)
+    target_compile_definitions(${target} PRIVATE LSGRAD_WITH_MPI=1)
+    target_link_libraries(${target} PRIVATE MPI::MPI_CXX)
+  endif()
+  if(LSGRAD_HAS_NCCL)
+    target_sources(${target} PRIVATE ${PROJECT_SOURCE_DIR}/dist/nccl.cpp)
+    target_compile_definitions(${target} PRIVATE LSGRAD_WITH_NCCL=1)
+    target_include_directories(${target} PRIVATE ${LSGRAD_NCCL_INCLUDE_DIR})
+    target_link_libraries(${target} PRIVATE ${LSGRAD_NCCL_LIBRARY})
+  endif()
+endfunction()
