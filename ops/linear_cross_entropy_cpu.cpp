@@ -117,15 +117,21 @@ void block_logits(const Call<T>& c, int64_t r0, int64_t br, int64_t v0, int64_t 
 // keep_exp (the block is the whole row), x is replaced by e^{x − max} for the gradient.
 template <class T>
 void row_stats(Call<T>& c, int64_t i, T* x, int64_t v0, int64_t bv, bool keep_exp) {
+    // The simd reductions reassociate (a fixed order for a given build and CPU); a NaN the max may
+    // pass over still reaches s through its exponential.
     T m = detail::lm_neg_inf<T>();
+#pragma omp simd reduction(max : m)
     for (int64_t k = 0; k < bv; ++k) m = x[k] > m ? x[k] : m;
     const T piv = c.pivot[i];
     const int64_t pad = c.a.padding_idx;
     T dx = T(0);
-    if (c.w)
+    if (c.w) {
+#pragma omp simd reduction(+ : dx)
         for (int64_t k = 0; k < bv; ++k) dx += c.w[v0 + k] * (x[k] - piv);
-    else
+    } else {
+#pragma omp simd reduction(+ : dx)
         for (int64_t k = 0; k < bv; ++k) dx += x[k] - piv;
+    }
     // The padding class is outside Σ w·(x − c); a masked (−inf) padding logit is recomputed
     // without rather than subtracted (which would give NaN).
     if (pad >= v0 && pad < v0 + bv) {
@@ -148,13 +154,14 @@ void row_stats(Call<T>& c, int64_t i, T* x, int64_t v0, int64_t bv, bool keep_ex
         // Only masked logits, or NaNs the max passed over: s is 0, or NaN.
         for (int64_t k = 0; k < bv; ++k)
             if (x[k] != x[k]) s = x[k];
-    } else if (keep_exp) {
-        for (int64_t k = 0; k < bv; ++k) {
-            x[k] = detail::lm_exp_normal(x[k] - m);
-            s += x[k];
-        }
+    } else if constexpr (sizeof(T) == sizeof(float)) {
+        s = detail::exp_shift_sum_f32(x, bv, m, keep_exp ? x : nullptr);
     } else {
-        for (int64_t k = 0; k < bv; ++k) s += detail::lm_exp_normal(x[k] - m);
+        for (int64_t k = 0; k < bv; ++k) {
+            const T e = detail::lm_exp_normal(x[k] - m);
+            if (keep_exp) x[k] = e;
+            s += e;
+        }
     }
     c.st[i] = detail::lse_merge(c.st[i], LseState<T>{m, s});
 }

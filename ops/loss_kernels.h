@@ -206,6 +206,12 @@ public:
 
 namespace detail {
 
+// Σ_k e^{x_k − m} over x [n] (m finite, x_k ≤ m or NaN), each term stored in out[k] when out is not
+// null (out may be x): on the CPU, with the loss kernels' exponential (AVX-512 where cpu_isa() runs
+// it, else lm_exp_normal), each term exactly 0 below lm_exp_floor. For the fused linear
+// cross-entropy's f32 rows (ops/linear_cross_entropy_cpu.cpp).
+float exp_shift_sum_f32(const float* x, int64_t n, float m, float* out);
+
 // The argument checks of the loss layer's ops (ops/loss.cpp), shared by the fused linear
 // cross-entropy: each throws an lsg::Error naming op, the shapes and the bad value.
 // t is defined and float32 / float64 (`what` names it).

@@ -162,8 +162,11 @@ TEST(LinearCrossEntropy, EmptyBatch) {
 }
 
 TEST(LinearCrossEntropy, Float32MatchesFloat64Reference) {
-    // Whole-row blocks (the exponentials kept for the gradient) and class blocks (recomputed).
+    // Whole-row blocks (the exponentials kept for the gradient) and class blocks (recomputed), on
+    // every instruction set of the CPU kernels this CPU runs.
+    for (detail::CpuIsa isa : testing::supported_cpu_isas())
     for (std::optional<int64_t> cc : {std::optional<int64_t>(), std::optional<int64_t>(100)}) {
+        const testing::CpuIsaScope scope(isa);
         const int64_t N = 37, H = 24, V = 1000;
         const Tensor h = leaf({N, H}, 1), W = leaf({V, H}, 2, 0.3), b = leaf({V}, 3);
         const Tensor y = targets(N, V, 5, {4});
