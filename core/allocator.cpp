@@ -28,6 +28,9 @@ public:
     void deallocate(void* ptr, size_t nbytes) override { cache_.deallocate(ptr, nbytes); }
     void empty_cache() override { cache_.empty_cache(); }
     size_t cached_bytes() const override { return cache_.cached_bytes(); }
+    size_t allocated_bytes() const override { return cache_.in_use_bytes(); }
+    size_t peak_allocated_bytes() const override { return cache_.peak_in_use_bytes(); }
+    void reset_peak() override { cache_.reset_peak(); }
 
     void copy_host(void* dst, const void* src, size_t nbytes, bool) override {
         if (nbytes) std::memcpy(dst, src, nbytes);

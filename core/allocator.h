@@ -22,6 +22,13 @@ public:
     virtual void empty_cache() = 0;
     // Bytes currently held in the cache (not in use by any tensor).
     virtual size_t cached_bytes() const = 0;
+    // Bytes in use by tensors now (counted in the cache's size classes), and the most in use at
+    // once since the allocator was made or reset_peak() last ran: the measure of a computation's
+    // working memory that tests bound.
+    virtual size_t allocated_bytes() const = 0;
+    virtual size_t peak_allocated_bytes() const = 0;
+    // Starts a new peak from the bytes in use now.
+    virtual void reset_peak() = 0;
     // Copies nbytes between this device and the host: to_device copies host `src` to device
     // `dst`, otherwise device `src` to host `dst`. Blocking.
     virtual void copy_host(void* dst, const void* src, size_t nbytes, bool to_device) = 0;

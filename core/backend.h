@@ -129,6 +129,7 @@ public:
 };
 
 class LossKernels;       // ops/loss_kernels.h
+class LinearCrossEntropyKernels;  // ops/loss_kernels.h
 class OptimizerKernels;  // optim/optim_kernels.h
 
 // The runtime side of a backend: its devices, their memory and streams.
@@ -152,6 +153,7 @@ struct Backend {
     DeviceRuntime* runtime = nullptr;
     TensorKernels* tensor = nullptr;
     LossKernels* loss = nullptr;
+    LinearCrossEntropyKernels* linear_cross_entropy = nullptr;
     OptimizerKernels* optimizer = nullptr;
 };
 

@@ -29,19 +29,35 @@ void* BlockCache::allocate(size_t nbytes, size_t* released) {
             void* p = it->second.back();
             it->second.pop_back();
             cached_ -= cls;
+            count_in_use(cls);
             return p;
         }
     }
     void* p = raw_alloc_(cls);
-    if (p != nullptr) return p;
-    const size_t freed = empty_cache();
-    if (released) *released = freed;
-    return raw_alloc_(cls);
+    if (p == nullptr) {
+        const size_t freed = empty_cache();
+        if (released) *released = freed;
+        p = raw_alloc_(cls);
+    }
+    if (p != nullptr) {
+        std::lock_guard lock(mutex_);
+        count_in_use(cls);
+    }
+    return p;
+}
+
+void BlockCache::count_in_use(size_t cls) {
+    in_use_ += cls;
+    if (in_use_ > peak_) peak_ = in_use_;
 }
 
 void BlockCache::deallocate(void* ptr, size_t nbytes) {
     if (ptr == nullptr) return;
     const size_t cls = size_class(nbytes);
+    {
+        std::lock_guard lock(mutex_);
+        in_use_ -= cls;
+    }
     if (cls > config_.max_cached) {
         raw_free_(ptr);
         return;
@@ -82,6 +98,21 @@ size_t BlockCache::empty_cache() {
 size_t BlockCache::cached_bytes() const {
     std::lock_guard lock(mutex_);
     return cached_;
+}
+
+size_t BlockCache::in_use_bytes() const {
+    std::lock_guard lock(mutex_);
+    return in_use_;
+}
+
+size_t BlockCache::peak_in_use_bytes() const {
+    std::lock_guard lock(mutex_);
+    return peak_;
+}
+
+void BlockCache::reset_peak() {
+    std::lock_guard lock(mutex_);
+    peak_ = in_use_;
 }
 
 }  // namespace lsg::detail

@@ -50,14 +50,25 @@ public:
     size_t empty_cache();
     // Bytes held in the cache (not in use).
     size_t cached_bytes() const;
+    // Bytes handed out and not yet given back (size classes), and the most there were at once since
+    // the cache was made or reset_peak() last ran: what a computation held, cached blocks aside.
+    size_t in_use_bytes() const;
+    size_t peak_in_use_bytes() const;
+    // Starts a new peak from the bytes in use now.
+    void reset_peak();
 
 private:
+    // Adds a block of class cls to the bytes in use (mutex_ held).
+    void count_in_use(size_t cls);
+
     const Config config_;
     const RawAlloc raw_alloc_;
     const RawFree raw_free_;
     mutable std::mutex mutex_;
     std::unordered_map<size_t, std::vector<void*>> free_;
     size_t cached_ = 0;
+    size_t in_use_ = 0;
+    size_t peak_ = 0;
 };
 
 }  // namespace lsg::detail

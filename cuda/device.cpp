@@ -102,6 +102,9 @@ public:
     void deallocate(void* ptr, size_t nbytes) override { cache_.deallocate(ptr, nbytes); }
     void empty_cache() override { cache_.empty_cache(); }
     size_t cached_bytes() const override { return cache_.cached_bytes(); }
+    size_t allocated_bytes() const override { return cache_.in_use_bytes(); }
+    size_t peak_allocated_bytes() const override { return cache_.peak_in_use_bytes(); }
+    void reset_peak() override { cache_.reset_peak(); }
 
     // Through the thread's current stream of the device, then synchronised, so the copy sees every
     // kernel issued before it and the host sees the copy; a synchronising call, so it raises what

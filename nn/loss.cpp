@@ -8,6 +8,16 @@ Tensor CrossEntropyLoss::forward(const Tensor& logits, const Tensor& target) con
     return cross_entropy(logits, target, options_);
 }
 
+Tensor LinearCrossEntropyLoss::forward(const Tensor& hidden, const Tensor& weight, const Tensor& target,
+                                       const Tensor& bias) const {
+    return linear_cross_entropy(hidden, weight, target, options_, bias);
+}
+
+Tensor LinearCrossEntropyLoss::forward(const Tensor& hidden, const Tensor& weight, const MixedTargets& target,
+                                       const Tensor& bias) const {
+    return linear_cross_entropy(hidden, weight, target, options_, bias);
+}
+
 Tensor NLLLoss::forward(const Tensor& log_probs, const Tensor& target) const {
     return nll_loss(log_probs, target, options_);
 }

@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "lsgrad/core/tensor.h"
+#include "lsgrad/ops/linear_cross_entropy.h"
 #include "lsgrad/ops/loss.h"
 
 namespace lsg::nn {
@@ -20,6 +21,30 @@ public:
 
 private:
     CrossEntropyOptions options_;
+};
+
+// The fused classifier head and loss: linear_cross_entropy(hidden [N, H], weight [V, H], target,
+// options, bias [V] optional) = cross_entropy(hidden·weightᵀ + bias, target) (plus z-loss and
+// soft-cap when set) without the N×V logits; target is i64 [N] or MixedTargets (mixup / CutMix).
+class LinearCrossEntropyLoss {
+public:
+    explicit LinearCrossEntropyLoss(LinearCrossEntropyOptions options = {}) : options_(std::move(options)) {}
+    Tensor forward(const Tensor& hidden, const Tensor& weight, const Tensor& target,
+                   const Tensor& bias = Tensor()) const;
+    Tensor forward(const Tensor& hidden, const Tensor& weight, const MixedTargets& target,
+                   const Tensor& bias = Tensor()) const;
+    Tensor operator()(const Tensor& hidden, const Tensor& weight, const Tensor& target,
+                      const Tensor& bias = Tensor()) const {
+        return forward(hidden, weight, target, bias);
+    }
+    Tensor operator()(const Tensor& hidden, const Tensor& weight, const MixedTargets& target,
+                      const Tensor& bias = Tensor()) const {
+        return forward(hidden, weight, target, bias);
+    }
+    const LinearCrossEntropyOptions& options() const { return options_; }
+
+private:
+    LinearCrossEntropyOptions options_;
 };
 
 // nll_loss(log_probs [N, K], target i64 [N], options).

@@ -12,6 +12,7 @@ void register_cpu_ops() {
     Backend& b = backend_slot(DeviceType::cpu);
     b.tensor = &tensor;
     b.loss = &cpu_loss_kernels();
+    b.linear_cross_entropy = &cpu_linear_cross_entropy_kernels();
 }
 
 }  // namespace lsg::detail

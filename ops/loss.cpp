@@ -25,9 +25,9 @@ namespace lsg {
                  ") and ignore_index is ", ignore_index);
 }
 
-namespace {
+namespace detail {
 
-bool is_mean(Reduction r) { return r == Reduction::Mean || r == Reduction::BatchMean; }
+// ---- checks and backward shared with ops/linear_cross_entropy.cpp (see ops/loss_kernels.h) ----
 
 void check_floating(const char* op, const Tensor& t, const char* what) {
     LSG_CHECK_OP(op, t.defined(), what, " is an undefined tensor");
@@ -42,6 +42,7 @@ void check_smoothing(const char* op, double eps) {
     LSG_CHECK_OP(op, eps >= 0.0 && eps <= 1.0, "label_smoothing must lie in [0, 1], got ", eps);
 }
 
+namespace {
 // Checks that every class index of a CPU target lies in [0, K) or equals ignore_index; names the
 // first bad row and its value.
 void check_index_targets(const char* op, const Tensor& target, int64_t K, int64_t ignore_index) {
@@ -52,6 +53,7 @@ void check_index_targets(const char* op, const Tensor& target, int64_t K, int64_
         if (v != ignore_index && (v < 0 || v >= K)) fail_target_out_of_range(op, i, v, K, ignore_index);
     }
 }
+}  // namespace
 
 // The target check of a fused index-target loss: here for CPU targets, before the kernel (which
 // trusts them). A CUDA kernel checks its targets on the device and records the first bad one there;
@@ -70,41 +72,55 @@ Tensor checked_weight(const char* op, const Tensor& weight, const Tensor& x, int
     return weight.contiguous();
 }
 
+void check_smoothing_classes(const char* op, int64_t K, Smoothing smoothing, std::optional<int64_t> padding_idx) {
+    if (smoothing == Smoothing::OffTarget) {
+        const int64_t need = padding_idx ? 3 : 2;
+        LSG_CHECK_OP(op, K >= need, "Smoothing::OffTarget needs at least ", need, " classes",
+                     padding_idx ? " with a padding index" : "", ", got K = ", K);
+    }
+    if (padding_idx) {
+        LSG_CHECK_OP(op, smoothing == Smoothing::OffTarget, "padding_idx needs Smoothing::OffTarget");
+        LSG_CHECK_OP(op, *padding_idx >= 0 && *padding_idx < K, "padding_idx ", *padding_idx, " is out of range [0, ",
+                     K, ")");
+    }
+}
+
+Tensor FusedSaved::backward(const Tensor& g_in) const {
+    const Tensor g = g_in.dtype() == grad.dtype() ? g_in.contiguous() : g_in.to(grad.dtype()).contiguous();
+    if (!per_row && g.device().is_cpu() && g.item<double>() == 1.0) return grad;
+    Tensor out = empty(grad.shape(), TensorOptions{.dtype = grad.dtype(), .device = grad.device()});
+    ScaleRowsArgs a;
+    a.dtype = grad.dtype();
+    a.rows = rows;
+    a.cols = cols;
+    a.saved_grad = grad.raw_data();
+    a.upstream = g.raw_data();
+    a.per_row = per_row;
+    a.out = out.raw_data();
+    loss_kernels(grad.device()).scale_rows(kernel_context(grad.device()), a);
+    return out;
+}
+
+}  // namespace detail
+
+namespace {
+
+using detail::check_floating;
+using detail::check_kernel_targets;
+using detail::check_same_device;
+using detail::check_smoothing;
+using detail::check_smoothing_classes;
+using detail::checked_weight;
+using detail::FusedSaved;
+
+bool is_mean(Reduction r) { return r == Reduction::Mean || r == Reduction::BatchMean; }
+
 TensorOptions like(const Tensor& x) { return {.dtype = x.dtype(), .device = x.device()}; }
 
 // The result of a fused loss: per-row values for None, else a 0-d tensor.
 Tensor result_tensor(const Tensor& rows, Reduction reduction) {
     return reduction == Reduction::None ? rows : empty({}, like(rows));
 }
-
-// The state a fused loss keeps for its backward: its gradient for an upstream gradient of 1 (per
-// row for None). The engine never writes into a gradient it receives (leaves get a copy), so the
-// buffer can be handed over and still serve a retained graph walked again.
-struct FusedSaved {
-    Tensor grad;
-    int64_t rows = 0;  // the upstream gradient has `rows` entries when per_row
-    int64_t cols = 0;
-    bool per_row = false;
-
-    // grad scaled by the upstream gradient g, which the kernel reads where it lives: reading a
-    // device scalar on the host would wait for the device. A CPU scalar is read for free, and the
-    // buffer itself is handed over when it is exactly 1 (the usual loss.backward()).
-    Tensor backward(const Tensor& g_in) const {
-        const Tensor g = g_in.dtype() == grad.dtype() ? g_in.contiguous() : g_in.to(grad.dtype()).contiguous();
-        if (!per_row && g.device().is_cpu() && g.item<double>() == 1.0) return grad;
-        Tensor out = empty(grad.shape(), like(grad));
-        ScaleRowsArgs a;
-        a.dtype = grad.dtype();
-        a.rows = rows;
-        a.cols = cols;
-        a.saved_grad = grad.raw_data();
-        a.upstream = g.raw_data();
-        a.per_row = per_row;
-        a.out = out.raw_data();
-        loss_kernels(grad.device()).scale_rows(kernel_context(grad.device()), a);
-        return out;
-    }
-};
 
 // ---- cross-entropy, index targets -----------------------------------------------------------
 
@@ -141,16 +157,7 @@ Tensor cross_entropy_index(const Tensor& logits, const Tensor& target_in, const 
     const int64_t N = logits.size(0), K = logits.size(1);
     LSG_CHECK_OP(op, target_in.dim() == 1 && target_in.size(0) == N, "index target must have shape [", N,
                  "] for logits ", logits.shape(), ", got ", target_in.shape());
-    if (o.smoothing == Smoothing::OffTarget) {
-        const int64_t need = o.padding_idx ? 3 : 2;
-        LSG_CHECK_OP(op, K >= need, "Smoothing::OffTarget needs at least ", need, " classes",
-                     o.padding_idx ? " with a padding index" : "", ", got K = ", K);
-    }
-    if (o.padding_idx) {
-        LSG_CHECK_OP(op, o.smoothing == Smoothing::OffTarget, "padding_idx needs Smoothing::OffTarget");
-        LSG_CHECK_OP(op, *o.padding_idx >= 0 && *o.padding_idx < K, "padding_idx ", *o.padding_idx,
-                     " is out of range [0, ", K, ")");
-    }
+    check_smoothing_classes(op, K, o.smoothing, o.padding_idx);
     const Tensor x = logits.contiguous();
     const Tensor target = target_in.contiguous();
     const Tensor weight = checked_weight(op, o.weight, x, K);
@@ -290,16 +297,7 @@ Tensor smooth_targets(const Tensor& target, int64_t num_classes, double label_sm
     LSG_CHECK_OP(op, num_classes >= 1, "num_classes must be positive, got ", num_classes);
     check_smoothing(op, label_smoothing);
     const int64_t K = num_classes;
-    if (smoothing == Smoothing::OffTarget) {
-        const int64_t need = padding_idx ? 3 : 2;
-        LSG_CHECK_OP(op, K >= need, "Smoothing::OffTarget needs at least ", need, " classes",
-                     padding_idx ? " with a padding index" : "", ", got K = ", K);
-    }
-    if (padding_idx) {
-        LSG_CHECK_OP(op, smoothing == Smoothing::OffTarget, "padding_idx needs Smoothing::OffTarget");
-        LSG_CHECK_OP(op, *padding_idx >= 0 && *padding_idx < K, "padding_idx ", *padding_idx, " is out of range [0, ",
-                     K, ")");
-    }
+    detail::check_smoothing_classes(op, K, smoothing, padding_idx);
     const Tensor host = target.device().is_cpu() ? target.contiguous() : target.to(Device::cpu()).contiguous();
     const int64_t N = host.numel();
     const int64_t* y = host.data<int64_t>();

@@ -529,6 +529,25 @@ LseState<float> row_lse_avx512(const float* x, int64_t K) {
     return merge_lanes(vmax, vsum);
 }
 
+// Σ_k e^{x_k − m} over x [n] in 16 lane sums, storing each term in out when out is not null.
+float exp_shift_sum_avx512(const float* x, int64_t n, float m, float* out) {
+    const __m512 vm = _mm512_set1_ps(m);
+    __m512 vsum = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16) {
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(x + k), vm));
+        if (out) _mm512_storeu_ps(out + k, e);
+        vsum = _mm512_add_ps(vsum, e);
+    }
+    if (k < n) {
+        const __mmask16 mt = tail_mask(n - k);
+        const __m512 e = _mm512_maskz_mov_ps(mt, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mt, x + k), vm)));
+        if (out) _mm512_mask_storeu_ps(out + k, mt, e);
+        vsum = _mm512_add_ps(vsum, e);
+    }
+    return _mm512_reduce_add_ps(vsum);
+}
+
 LSG_TARGET_END
 #endif  // LSG_X86_64
 
@@ -765,6 +784,19 @@ public:
 };
 
 }  // namespace
+
+float detail::exp_shift_sum_f32(const float* x, int64_t n, float m, float* out) {
+#if defined(LSG_X86_64)
+    if (vector_f32()) return exp_shift_sum_avx512(x, n, m, out);
+#endif
+    float s = 0.0f;
+    for (int64_t k = 0; k < n; ++k) {
+        const float e = detail::lm_exp_normal(x[k] - m);
+        if (out) out[k] = e;
+        s += e;
+    }
+    return s;
+}
 
 LossKernels& cpu_loss_kernels() {
     static CpuLossKernels kernels;

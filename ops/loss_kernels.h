@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 
 #include "lsgrad/core/backend.h"
 #include "lsgrad/core/dtype.h"
@@ -139,6 +140,49 @@ struct BceWithLogitsArgs {
     void* grad_target = nullptr;  // [outer, inner] or null
 };
 
+// Fused linear cross-entropy (ops/linear_cross_entropy.h has the formula): the logits
+// x = c(h·Wᵀ + b) of a [chunk_rows, chunk_classes] block at a time, their per-row log-sum-exp online
+// across class blocks, the loss, and (when grad_* are set) the gradient of each block folded into
+// dh, dW and db at once. Targets are trusted (the op has checked them); λ and row_scale are in dtype.
+struct LinearCrossEntropyArgs {
+    DType dtype = DType::f32;
+    int64_t rows = 0;     // N
+    int64_t hidden = 0;   // H
+    int64_t classes = 0;  // V
+    const void* input = nullptr;   // h [N, H]
+    const void* weight = nullptr;  // W [V, H]
+    const void* bias = nullptr;    // b [V] or null
+    const int64_t* target = nullptr;    // [N], each in [0, V) or ignore_index
+    const int64_t* target_b = nullptr;  // [N] second targets of mixed rows, or null (unmixed)
+    const void* lambda = nullptr;       // [N] weight of `target` when target_b is set
+    const void* class_weight = nullptr;  // [V] or null
+    double label_smoothing = 0.0;
+    bool off_target = false;
+    int64_t padding_idx = -1;
+    int64_t ignore_index = -100;
+    double z_loss = 0.0;
+    double softcap = 0.0;  // 0: no soft-cap
+    int64_t chunk_rows = 1;
+    int64_t chunk_classes = 1;
+    void* row_loss = nullptr;  // out [N]: loss_i
+    // [N] or null: an extra factor of row i's gradient (the upstream gradient of Reduction::None).
+    const void* row_scale = nullptr;
+    // Out or null: dh [N, H], dW [V, H], db [V] for the reduction's scale (times row_scale), written
+    // (not accumulated).
+    void* grad_input = nullptr;
+    void* grad_weight = nullptr;
+    void* grad_bias = nullptr;
+    // As CrossEntropyIndexArgs: None leaves `reduced` alone; Sum and Mean write Σ loss_i (÷ D).
+    Reduction reduction = Reduction::None;
+    void* reduced = nullptr;
+};
+
+class LinearCrossEntropyKernels {
+public:
+    virtual ~LinearCrossEntropyKernels() = default;
+    virtual void forward(const KernelContext& ctx, const LinearCrossEntropyArgs& args) = 0;
+};
+
 class LossKernels {
 public:
     virtual ~LossKernels() = default;
@@ -160,9 +204,51 @@ public:
 [[noreturn]] void fail_target_out_of_range(const char* op, int64_t row, int64_t value, int64_t K,
                                            int64_t ignore_index);
 
+namespace detail {
+
+// Σ_k e^{x_k − m} over x [n] (m finite, x_k ≤ m or NaN), each term stored in out[k] when out is not
+// null (out may be x): on the CPU, with the loss kernels' exponential (AVX-512 where cpu_isa() runs
+// it, else lm_exp_normal), each term exactly 0 below lm_exp_floor. For the fused linear
+// cross-entropy's f32 rows (ops/linear_cross_entropy_cpu.cpp).
+float exp_shift_sum_f32(const float* x, int64_t n, float m, float* out);
+
+// The argument checks of the loss layer's ops (ops/loss.cpp), shared by the fused linear
+// cross-entropy: each throws an lsg::Error naming op, the shapes and the bad value.
+// t is defined and float32 / float64 (`what` names it).
+void check_floating(const char* op, const Tensor& t, const char* what);
+void check_same_device(const char* op, const Tensor& a, const char* what_a, const Tensor& b, const char* what_b);
+// ε in [0, 1] (NaN fails).
+void check_smoothing(const char* op, double eps);
+// K ≥ 2 for OffTarget (K ≥ 3 with a padding index); padding_idx only with OffTarget and in [0, K).
+void check_smoothing_classes(const char* op, int64_t K, Smoothing smoothing, std::optional<int64_t> padding_idx);
+// Every class index of a CPU target in [0, K) or equal to ignore_index (a CUDA target is checked
+// by its kernel, see the top of this file).
+void check_kernel_targets(const char* op, const Tensor& target, int64_t K, int64_t ignore_index);
+// An optional class-weight tensor: 1-D [K], x's dtype and device; returned contiguous.
+Tensor checked_weight(const char* op, const Tensor& weight, const Tensor& x, int64_t K);
+
+// The state a fused loss keeps for its backward: its gradient for an upstream gradient of 1 (per
+// row for None). The engine never writes into a gradient it receives (leaves get a copy), so the
+// buffer can be handed over and still serve a retained graph walked again.
+struct FusedSaved {
+    Tensor grad;
+    int64_t rows = 0;  // the upstream gradient has `rows` entries when per_row
+    int64_t cols = 0;
+    bool per_row = false;
+
+    // grad scaled by the upstream gradient g, which the kernel reads where it lives: reading a
+    // device scalar on the host would wait for the device. A CPU scalar is read for free, and the
+    // buffer itself is handed over when it is exactly 1 (the usual loss.backward()).
+    Tensor backward(const Tensor& g_in) const;
+};
+
+}  // namespace detail
+
 // The loss kernel table of `device`, from its Backend.
 inline LossKernels& loss_kernels(Device device) { return kernel_table(device, &Backend::loss, "loss"); }
 // The CPU table (ops/loss_cpu.cpp), which ops/ registers.
 LossKernels& cpu_loss_kernels();
+// The CPU linear cross-entropy table (ops/linear_cross_entropy_cpu.cpp), which ops/ registers.
+LinearCrossEntropyKernels& cpu_linear_cross_entropy_kernels();
 
 }  // namespace lsg
