@@ -309,18 +309,22 @@ void ce_rows_small_avx512(const CeCall<float>& c, const float* x, const int64_t*
 // statistics by a permutation.
 
 // Sixteen f32, one per row, for the shared formulas of loss_math.h: they use only arithmetic and
-// times_unless_zero.
+// times_unless_zero. The lanes live in a 64-byte array, not in an __m512 member: the shared
+// templates are compiled for the baseline ISA, where an __m512 passed by value has another calling
+// convention than in this file's AVX-512 functions (without -march, the formulas would read
+// garbage when not inlined); an aligned array is passed in memory by both.
 struct F16 {
-    __m512 v;
-    F16(float x) : v(_mm512_set1_ps(x)) {}
-    F16(__m512 x) : v(x) {}
+    alignas(64) float lane[16];
+    F16(float x) { _mm512_store_ps(lane, _mm512_set1_ps(x)); }
+    F16(__m512 x) { _mm512_store_ps(lane, x); }
+    __m512 v() const { return _mm512_load_ps(lane); }
 };
-inline F16 operator+(F16 a, F16 b) { return _mm512_add_ps(a.v, b.v); }
-inline F16 operator-(F16 a, F16 b) { return _mm512_sub_ps(a.v, b.v); }
-inline F16 operator*(F16 a, F16 b) { return _mm512_mul_ps(a.v, b.v); }
+inline F16 operator+(const F16& a, const F16& b) { return _mm512_add_ps(a.v(), b.v()); }
+inline F16 operator-(const F16& a, const F16& b) { return _mm512_sub_ps(a.v(), b.v()); }
+inline F16 operator*(const F16& a, const F16& b) { return _mm512_mul_ps(a.v(), b.v()); }
 // a·v where a ≠ 0 (a NaN compares unequal, so it multiplies), else exactly 0.
-inline F16 times_unless_zero(F16 a, F16 v) {
-    return _mm512_maskz_mul_ps(_mm512_cmp_ps_mask(a.v, _mm512_setzero_ps(), _CMP_NEQ_UQ), a.v, v.v);
+inline F16 times_unless_zero(const F16& a, const F16& v) {
+    return _mm512_maskz_mul_ps(_mm512_cmp_ps_mask(a.v(), _mm512_setzero_ps(), _CMP_NEQ_UQ), a.v(), v.v());
 }
 
 // ln x for 16 floats in [1, 2^24] (a row sum Σ e^{x − max} of at most 16 terms, the largest 1),
@@ -408,11 +412,11 @@ bool ce_block16_avx512(const CeCall<float>& c, const SmallBlockLayout& lay, cons
     const SmoothWeights<F16> sw{F16(c.sw.on), F16(c.sw.off)};
     const F16 row_loss = detail::ce_row_loss<F16>(sw, _mm512_add_ps(_mm512_sub_ps(M, pivot), log_s),
                                                   _mm512_sub_ps(x_y, pivot), w_y, c.sum_w, sdx);
-    _mm512_storeu_ps(loss, _mm512_maskz_mov_ps(live, row_loss.v));
+    _mm512_storeu_ps(loss, _mm512_maskz_mov_ps(live, row_loss.v()));
     if (!g) return true;
     // g = scale·(W·p − q·w), with q·w = off·w_k, on·w_y at the target, 0 at the padding class, and
     // 0 for a skipped row; p as in the row path (grad_prob before the division).
-    const __m512 W = detail::ce_row_mass<F16>(sw, w_y, c.sum_w).v;
+    const __m512 W = detail::ce_row_mass<F16>(sw, w_y, c.sum_w).v();
     const __m512 onw = _mm512_mul_ps(_mm512_set1_ps(c.sw.on), w_y), sfloor = _mm512_mul_ps(_mm512_set1_ps(c.p_floor), S),
                  inv = _mm512_div_ps(_mm512_set1_ps(1.0f), S), scale = _mm512_set1_ps(c.scale),
                  off = _mm512_set1_ps(c.sw.off);
