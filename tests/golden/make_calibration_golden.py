@@ -28,6 +28,8 @@ import os
 import numpy as np
 import torch
 
+from make_golden import calibration_sample
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -99,13 +101,7 @@ def main():
     cases = []
     for name, n, k, bins, temp in [("overconfident", 450, 10, 15, 0.4), ("underconfident", 300, 10, 15, 3.0),
                                    ("three_classes_10_bins", 200, 3, 10, 1.0), ("five_bins", 150, 4, 5, 0.7)]:
-        z = rng.normal(size=(n, k)) * 2.0
-        p_true = np.exp(z - z.max(axis=1, keepdims=True))
-        p_true /= p_true.sum(axis=1, keepdims=True)
-        labels = np.array([rng.choice(k, p=row) for row in p_true], dtype=np.int64)
-        zt = z / temp
-        probs = np.exp(zt - zt.max(axis=1, keepdims=True))
-        probs = (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
+        probs, labels = calibration_sample(rng, n, k, temp)
         p64 = probs.astype(np.float64)
         tm = torchmetrics_top_label(probs, labels, bins)
         onehot = np.eye(k)[labels]

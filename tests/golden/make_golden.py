@@ -357,18 +357,25 @@ def ece_reference(probs, labels, bins):
     return ece, table
 
 
+def calibration_sample(rng, n, k, temp):
+    """n rows of k classes: labels drawn from softmax(z) for z ~ N(0, 2²), and the float32
+    probabilities softmax(z / temp) a model with that temperature would report (temp < 1:
+    over-confident, > 1: under-confident)."""
+    z = rng.normal(size=(n, k)) * 2.0
+    p_true = np.exp(z - z.max(axis=1, keepdims=True))
+    p_true /= p_true.sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(k, p=row) for row in p_true], dtype=np.int64)
+    zt = z / temp
+    p = np.exp(zt - zt.max(axis=1, keepdims=True))
+    return (p / p.sum(axis=1, keepdims=True)).astype(np.float32), labels
+
+
 def calibration_cases():
     rng = np.random.default_rng(20261123)
     cases = []
     for name, n, k, bins, temp in [("random_15", 400, 10, 15, 1.0), ("overconfident_10", 300, 4, 10, 0.3),
                                    ("underconfident_15", 300, 10, 15, 4.0), ("one_bin", 50, 3, 1, 1.0)]:
-        z = rng.normal(size=(n, k)) * 2.0
-        p_true = np.exp(z - z.max(axis=1, keepdims=True))
-        p_true /= p_true.sum(axis=1, keepdims=True)
-        labels = np.array([rng.choice(k, p=row) for row in p_true], dtype=np.int64)
-        zt = z / temp
-        p = np.exp(zt - zt.max(axis=1, keepdims=True))
-        p = (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+        p, labels = calibration_sample(rng, n, k, temp)
         ece, table = ece_reference(p, labels, bins)
         cases.append({"name": name, "N": n, "K": k, "bins": bins, "probs": f32(p),
                       "labels": labels.tolist(), "ece": ece, "table": table})
