@@ -68,7 +68,8 @@ prepare() {
     bytes=$(du -sb "$bundle" | cut -f1)
     echo "gpu_check: bundle $bundle: $((bytes / 1024 / 1024)) MiB of the $((carry_limit / 1024 / 1024)) MiB carry limit" >&2
     if ((bytes > carry_limit)); then
-        echo "gpu_check: the bundle is over the carry limit" >&2
+        echo "gpu_check: the bundle is over the carry limit; removed, so no later run takes it" >&2
+        rm -rf "$bundle"
         return 1
     fi
     echo "$bundle"
