@@ -95,7 +95,7 @@ Inputs check_inputs(const Tensor& hidden, const Tensor& weight, const Tensor& ta
     check_finite_nonnegative(o.z_loss, "z_loss");
     check_finite_nonnegative(o.softcap, "softcap");
     const int64_t bytes = static_cast<int64_t>(dtype_size(hidden.dtype()));
-    const LinearCrossEntropyChunks def = linear_cross_entropy_default_chunks(in.N, in.V, bytes);
+    const LinearCrossEntropyChunks def = linear_cross_entropy_default_chunks(in.N, in.H, in.V, bytes, autograd::needs_grad({weight}));
     in.chunk_rows = checked_chunk(o.chunk_rows, def.rows, "chunk_rows");
     in.chunk_classes = checked_chunk(o.chunk_classes, def.classes, "chunk_classes");
     // The block is allocated: its size must not overflow.
@@ -205,10 +205,16 @@ Tensor linear_cross_entropy_impl(const Inputs& in) {
 
 }  // namespace
 
-LinearCrossEntropyChunks linear_cross_entropy_default_chunks(int64_t rows, int64_t classes, int64_t dtype_bytes) {
-    // Whole rows while at least kMinRows of them fit the budget, else class blocks of kMinRows rows.
+LinearCrossEntropyChunks linear_cross_entropy_default_chunks(int64_t rows, int64_t hidden, int64_t classes,
+                                                            int64_t dtype_bytes, bool weight_grad) {
     constexpr int64_t kMinRows = 32;
     const int64_t budget = kLinearCrossEntropyBlockBytes / std::max<int64_t>(dtype_bytes, 1);
+    const int64_t n = std::max<int64_t>(rows, 1);
+    // All the logits when they fit; all rows in class chunks when the kernel can keep the chunks'
+    // logits in dW (rows ≤ H); else whole rows while kMinRows of them fit, else class blocks of
+    // kMinRows rows.
+    if (classes <= budget / n) return {n, classes};
+    if (weight_grad && rows <= hidden && budget / n >= 1) return {n, budget / n};
     const int64_t bv = std::max<int64_t>(1, std::min(classes, budget / kMinRows));
     const int64_t br = std::max<int64_t>(1, std::min(std::max<int64_t>(rows, 1), budget / bv));
     return {br, bv};

@@ -35,12 +35,20 @@
 // dW) backward runs the fused pass again with those row factors.
 //
 // Memory: the logits live only as one [chunk_rows, chunk_classes] block (by default at most
-// kLinearCrossEntropyBlockBytes), plus a few numbers per row; nothing N×V is ever allocated. When the
-// block holds whole rows (chunk_classes = V, the default while 32 rows fit the budget: V ≤ 491 520 in
-// f32) each block of logits is computed once; otherwise an online log-sum-exp runs over the class
-// chunks and a second sweep recomputes them for the gradient (one more product). Many rows per block
-// matter: W is read twice and dW read and written once per row block, so the memory traffic of the
-// products falls as 1/chunk_rows (the budget is as large as the 64 MiB bound allows).
+// kLinearCrossEntropyBlockBytes), plus a few numbers per row; nothing N×V is ever allocated. The
+// default schedule (linear_cross_entropy_default_chunks) is, in order of preference:
+//   - all N×V logits in one block when they fit: one product per gradient, as unfused;
+//   - with dW asked for and N ≤ H: all rows, in class chunks of budget/N. A chunk's logits [N, bv]
+//     fit in the bv rows of dW that its gradient will overwrite, so the forward sweep (online
+//     log-sum-exp across chunks) leaves them there and the gradient sweep copies each chunk into the
+//     block before writing its dW: three products, each over all N rows, no recomputation;
+//   - else whole rows (chunk_classes = V) while 32 of them fit the budget (V ≤ 491 520 in f32): each
+//     logit computed once, but W is read twice and dW read and written once per row block, so the
+//     memory traffic of the products falls as 1/chunk_rows;
+//   - else blocks of 32 rows in class chunks, with a second sweep that recomputes the logits for the
+//     gradient (one more product).
+// Chunk sizes given in the options pick among the same schedules: one row block with class chunks
+// is staged in dW whenever dW is asked for and N ≤ H.
 //
 // Errors (lsg::Error naming linear_cross_entropy, the shapes and the bad value): undefined inputs,
 // hidden not 2-D floating, weight not [V, H] with hidden's H, bias not [V], mismatched dtypes or
@@ -91,11 +99,13 @@ Tensor linear_cross_entropy(const Tensor& hidden, const Tensor& weight, const Mi
 // The memory budget of the default block of logits.
 inline constexpr int64_t kLinearCrossEntropyBlockBytes = int64_t(60) << 20;
 
-// The default block of logits for N rows and V classes of `dtype_bytes` bytes each: {rows, classes}.
+// The default block of logits for N rows of H features and V classes of `dtype_bytes` bytes each,
+// with or without a weight gradient: {rows, classes} (the schedule is described above).
 struct LinearCrossEntropyChunks {
     int64_t rows;
     int64_t classes;
 };
-LinearCrossEntropyChunks linear_cross_entropy_default_chunks(int64_t rows, int64_t classes, int64_t dtype_bytes);
+LinearCrossEntropyChunks linear_cross_entropy_default_chunks(int64_t rows, int64_t hidden, int64_t classes,
+                                                            int64_t dtype_bytes, bool weight_grad);
 
 }  // namespace lsg

@@ -292,6 +292,11 @@ void forward_impl(const LinearCrossEntropyArgs& a) {
     const int64_t BV = std::min(a.chunk_classes, V);
     const bool whole_rows = BV == V;
     const bool keep_exp = whole_rows && grads && c.cap == T(0);
+    // Staged: one row block split into class chunks, with dW asked for and N ≤ H. A chunk's logits
+    // [N, bv] then fit in the rows of dW that the chunk's gradient will overwrite (bv·H elements), so
+    // pass 1 leaves them there and pass 2 reads them back instead of recomputing them: three
+    // products, as unfused, with the workspace block holding one chunk's gradient.
+    const bool staged = dW && N > 0 && BR >= N && !whole_rows && N <= H;
     Tensor block = empty({BR * BV}, {.dtype = a.dtype});
     T* L = block.data<T>();
     c.st.assign(size_t(N), detail::lse_init<T>());
@@ -305,6 +310,43 @@ void forward_impl(const LinearCrossEntropyArgs& a) {
         c.pivot[i] = y >= 0 ? detail::ce_pivot(target_logit(c, i, y)) : T(0);
     });
 
+    // The gradient products of the block G = L [br, bv] (rows r0.., classes v0..): dh += G·W,
+    // dW = or += Gᵀ·h (the first row block writes), db likewise.
+    auto fold = [&](int64_t r0, int64_t br, int64_t v0, int64_t bv, bool par) {
+        if (dh) gemm<T>(false, false, br, H, bv, L, bv, c.W + v0 * H, H, v0 == 0 ? T(0) : T(1), dh + r0 * H, H);
+        if (dW) gemm<T>(true, false, bv, H, br, L, bv, c.h + r0 * H, H, r0 == 0 ? T(0) : T(1), dW + v0 * H, H);
+        if (db) {
+            const int64_t tiles = (bv + kBiasColumns - 1) / kBiasColumns;
+            guarded_parallel_for(tiles, par, [&](int64_t t) {
+                const int64_t k0 = t * kBiasColumns, k1 = std::min(bv, k0 + kBiasColumns);
+                if (r0 == 0) std::fill(db + v0 + k0, db + v0 + k1, T(0));
+                for (int64_t r = 0; r < br; ++r) {
+                    const T* g = L + r * bv;
+                    for (int64_t k = k0; k < k1; ++k) db[v0 + k] += g[k];
+                }
+            });
+        }
+    };
+
+    if (staged) {
+        const bool par = N >= 2 && N * BV >= kParallelMinWork;
+        for (int64_t v0 = 0; v0 < V; v0 += BV) {
+            const int64_t bv = std::min(BV, V - v0);
+            T* Lc = dW + v0 * H;
+            block_logits(c, 0, N, v0, bv, Lc, par);
+            guarded_parallel_for(N, par, [&](int64_t r) { row_stats(c, r, Lc + r * bv, v0, bv, false); });
+        }
+        for (int64_t i = 0; i < N; ++i) loss[i] = row_loss(c, i);
+        for (int64_t v0 = 0; v0 < V; v0 += BV) {
+            const int64_t bv = std::min(BV, V - v0);
+            const T* Lc = dW + v0 * H;
+            guarded_parallel_for(N, par, [&](int64_t r) {
+                std::copy(Lc + r * bv, Lc + (r + 1) * bv, L + r * bv);
+                row_grad(c, r, L + r * bv, v0, bv, false);
+            });
+            fold(0, N, v0, bv, par);
+        }
+    } else {
     for (int64_t r0 = 0; r0 < N; r0 += BR) {
         const int64_t br = std::min(BR, N - r0);
         const bool par = br >= 2 && br * BV >= kParallelMinWork;
@@ -319,20 +361,9 @@ void forward_impl(const LinearCrossEntropyArgs& a) {
             const int64_t bv = std::min(BV, V - v0);
             if (!whole_rows) block_logits(c, r0, br, v0, bv, L, par);
             guarded_parallel_for(br, par, [&](int64_t r) { row_grad(c, r0 + r, L + r * bv, v0, bv, keep_exp); });
-            if (dh) gemm<T>(false, false, br, H, bv, L, bv, c.W + v0 * H, H, v0 == 0 ? T(0) : T(1), dh + r0 * H, H);
-            if (dW) gemm<T>(true, false, bv, H, br, L, bv, c.h + r0 * H, H, r0 == 0 ? T(0) : T(1), dW + v0 * H, H);
-            if (db) {
-                const int64_t tiles = (bv + kBiasColumns - 1) / kBiasColumns;
-                guarded_parallel_for(tiles, par, [&](int64_t t) {
-                    const int64_t k0 = t * kBiasColumns, k1 = std::min(bv, k0 + kBiasColumns);
-                    if (r0 == 0) std::fill(db + v0 + k0, db + v0 + k1, T(0));
-                    for (int64_t r = 0; r < br; ++r) {
-                        const T* g = L + r * bv;
-                        for (int64_t k = k0; k < k1; ++k) db[v0 + k] += g[k];
-                    }
-                });
-            }
+            fold(r0, br, v0, bv, par);
         }
+    }
     }
     if (a.reduction != Reduction::None) {
         double s = 0.0;

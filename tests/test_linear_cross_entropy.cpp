@@ -83,8 +83,9 @@ void compare_with_unfused(Shape3 s, const Tensor& y, const LinearCrossEntropyOpt
 // ---- equality with the unfused composition on a grid -------------------------------------------
 
 TEST(LinearCrossEntropy, EqualsUnfusedOnEveryOption) {
-    const Shape3 shapes[] = {{1, 3, 7}, {13, 5, 37}, {6, 4, 16}};
-    // {rows, classes} blocks: whole rows, classes not dividing V, one class per block.
+    const Shape3 shapes[] = {{1, 3, 7}, {13, 5, 37}, {6, 4, 16}, {5, 9, 23}};
+    // {rows, classes} blocks: whole rows, classes not dividing V, one class per block; one row block
+    // in class chunks with N ≤ H (1×1 at N = 1, 5×16 at N = 5) keeps the logits in dW.
     const std::pair<std::optional<int64_t>, std::optional<int64_t>> chunks[] = {
         {std::nullopt, std::nullopt}, {4, 8}, {1, 1}, {5, 16}};
     const Reduction reductions[] = {Reduction::None, Reduction::Sum, Reduction::Mean};
@@ -119,7 +120,7 @@ TEST(LinearCrossEntropy, EqualsUnfusedOnEveryOption) {
                             compare_with_unfused(s, y, o, (cases % 2) == 0, what);
                             ++cases;
                         }
-    EXPECT_EQ(cases, 3 * 4 * 3 * 2 * 2 * 3);
+    EXPECT_EQ(cases, 4 * 4 * 3 * 2 * 2 * 3);
 }
 
 TEST(LinearCrossEntropy, BiasAndNoBias) {
@@ -362,16 +363,56 @@ TEST(LinearCrossEntropy, PeakMemoryIsBoundedByTheBlockNotByNTimesV) {
     }
 }
 
+TEST(LinearCrossEntropy, PeakMemoryOfTheScheduleStagedInTheWeightGradient) {
+    // N ≤ H with class chunks: the chunks' logits live in dW, the block holds one chunk's gradient.
+    const int64_t N = 64, H = 64, V = 4096, chunk = 512;
+    Generator gen(4);
+    Tensor h = randn({N, H}, {}, gen), W = randn({V, H}, {}, gen), b = randn({V}, {}, gen);
+    h.requires_grad_();
+    W.requires_grad_();
+    b.requires_grad_();
+    const Tensor y = targets(N, V, 2);
+    LinearCrossEntropyOptions o;
+    o.label_smoothing = 0.1;
+    o.chunk_classes = chunk;
+    Allocator& a = cpu_allocator();
+    const size_t grads = size_t(N * H + V * H + V) * sizeof(float);
+    const size_t block = size_t(N * chunk) * sizeof(float);
+    a.reset_peak();
+    const size_t before = a.allocated_bytes();
+    const Tensor loss = linear_cross_entropy(h, W, y, o, b);
+    loss.backward();
+    EXPECT_LE(a.peak_allocated_bytes() - before, grads + block + 64 * 1024);
+    const Tensor h2 = fresh(h), W2 = fresh(W), b2 = fresh(b);
+    const CrossEntropyOptions& ce = o;
+    const Tensor ref = cross_entropy(linear(h2, W2, b2), y, ce);
+    ref.backward();
+    expect_near_all(loss, ref, 1e-5, "loss");
+    expect_near_all(W.grad(), W2.grad(), 1e-5, "dW");
+    expect_near_all(h.grad(), h2.grad(), 1e-5, "dh");
+    expect_near_all(b.grad(), b2.grad(), 1e-5, "db");
+}
+
 TEST(LinearCrossEntropy, DefaultBlockFitsTheBudgetAtLanguageModelShapes) {
     const Shape3 shapes[] = {{4096, 768, 50257}, {1024, 2048, 128256}, {512, 2304, 256000}, {8192, 4096, 1000000}};
-    for (const Shape3& s : shapes) {
-        const LinearCrossEntropyChunks c = linear_cross_entropy_default_chunks(s.N, s.V, 4);
-        EXPECT_LE(c.rows * c.classes * 4, kLinearCrossEntropyBlockBytes) << s.V;
-        EXPECT_LE(kLinearCrossEntropyBlockBytes, int64_t(64) << 20);
-        EXPECT_GE(c.rows, 1);
-        if (s.V <= 256000) EXPECT_EQ(c.classes, s.V) << "whole rows at V = " << s.V;
-    }
-    const LinearCrossEntropyChunks small = linear_cross_entropy_default_chunks(100, 10, 4);
+    const int64_t budget = kLinearCrossEntropyBlockBytes / 4;
+    EXPECT_LE(kLinearCrossEntropyBlockBytes, int64_t(64) << 20);
+    for (const Shape3& s : shapes)
+        for (bool weight_grad : {false, true}) {
+            const LinearCrossEntropyChunks c = linear_cross_entropy_default_chunks(s.N, s.H, s.V, 4, weight_grad);
+            EXPECT_LE(c.rows * c.classes, budget) << s.V;
+            EXPECT_GE(c.rows, 1);
+            EXPECT_GE(c.classes, 1);
+            if (weight_grad && s.N <= s.H) {
+                // All rows in class chunks, staged in dW.
+                EXPECT_EQ(c.rows, s.N) << s.V;
+                EXPECT_EQ(c.classes, budget / s.N) << s.V;
+            } else if (s.V <= 256000) {
+                EXPECT_EQ(c.classes, s.V) << "whole rows at V = " << s.V;
+                EXPECT_EQ(c.rows, budget / s.V) << s.V;
+            }
+        }
+    const LinearCrossEntropyChunks small = linear_cross_entropy_default_chunks(100, 8, 10, 4, true);
     EXPECT_EQ(small.rows, 100);
     EXPECT_EQ(small.classes, 10);
 }
