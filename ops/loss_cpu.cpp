@@ -2,7 +2,9 @@
 // ops/loss_math.h (templated on the element type; it is the only f64 path and the reference the
 // vector paths are tested against) and, for f32 on x86-64 CPUs with AVX-512 (cpu_isa(), checked at
 // run time), a vectorised fused path for index-target cross-entropy:
-//   - K ≤ 16: a row is one masked vector; e^{x − max} is computed once and reused for the gradient.
+//   - K ≤ 16: sixteen rows at a time, one lane per row (the block's columns gathered, so a row's
+//     max and sums are vertical arithmetic, not horizontal reductions), the gradient written as K
+//     full vectors; the last rows, and blocks with a NaN or no finite maximum, one vector a row.
 //   - K > 16: one read of the row keeps per-lane running max / Σ e^{x − max} / Σ w·(x − c) (online
 //     softmax, rescaling only the lanes whose max grew), then, while the row is in L1/L2, a second
 //     sweep writes the gradient; for large outputs with non-temporal stores, so the gradient buffer
@@ -248,7 +250,7 @@ void ce_fix_special(const CeCall<float>& c, const float* x, int64_t y, float m, 
                                    Weighted ? c.w[c.pad] : 1.0f);
 }
 
-// K ≤ 16: the row is one vector; its exponentials are reused for the gradient.
+// K ≤ 16, a row at a time: the row is one vector; its exponentials are reused for the gradient.
 template <bool Weighted>
 void ce_rows_small_avx512(const CeCall<float>& c, const float* x, const int64_t* target, int64_t r0, int64_t r1,
                           float* loss, float* lse_out, float* grad) {
@@ -297,6 +299,162 @@ void ce_rows_small_avx512(const CeCall<float>& c, const float* x, const int64_t*
         const __m512 scale = _mm512_set1_ps(c.scale);
         _mm512_mask_storeu_ps(gi, m, _mm512_mul_ps(scale, _mm512_fmsub_ps(_mm512_set1_ps(W), p, qw)));
     }
+}
+
+// ---- K ≤ 16, sixteen rows at a time ---------------------------------------------------------------
+// One lane per row: the rows' statistics (max, Σ e^{x − max}, Σ w·(x − c), x_y) come from vertical
+// arithmetic on the block's K columns, gathered, instead of horizontal reductions per row; the
+// shared row formulas run on all 16 rows at once (F16 below); the gradient is written in the
+// row-major layout, whose 16·K floats are exactly K full vectors, each lane fetching its row's
+// statistics by a permutation.
+
+// Sixteen f32, one per row, for the shared formulas of loss_math.h: they use only arithmetic and
+// times_unless_zero. The lanes live in a 64-byte array, not in an __m512 member: the shared
+// templates are compiled for the baseline ISA, where an __m512 passed by value has another calling
+// convention than in this file's AVX-512 functions (without -march, the formulas would read
+// garbage when not inlined); an aligned array is passed in memory by both.
+struct F16 {
+    alignas(64) float lane[16];
+    F16(float x) {
+        __m512 v = _mm512_set1_ps(x);
+        // Hides that the lanes are equal. Knowing it, clang computes on such splats in lane 0 of a
+        // full-width instruction whose other lanes hold stale register contents; a stale subnormal
+        // there raises MXCSR.DE and costs a microcode assist on Intel, for a value then discarded.
+        asm("" : "+v"(v));
+        _mm512_store_ps(lane, v);
+    }
+    F16(__m512 x) { _mm512_store_ps(lane, x); }
+    __m512 v() const { return _mm512_load_ps(lane); }
+};
+inline F16 operator+(const F16& a, const F16& b) { return _mm512_add_ps(a.v(), b.v()); }
+inline F16 operator-(const F16& a, const F16& b) { return _mm512_sub_ps(a.v(), b.v()); }
+inline F16 operator*(const F16& a, const F16& b) { return _mm512_mul_ps(a.v(), b.v()); }
+// a·v where a ≠ 0 (a NaN compares unequal, so it multiplies), else exactly 0.
+inline F16 times_unless_zero(const F16& a, const F16& v) {
+    return _mm512_maskz_mul_ps(_mm512_cmp_ps_mask(a.v(), _mm512_setzero_ps(), _CMP_NEQ_UQ), a.v(), v.v());
+}
+
+// ln x for 16 floats in [1, 2^24] (a row sum Σ e^{x − max} of at most 16 terms, the largest 1),
+// within 2 ulp: x = m·2^e with m ∈ [0.75, 1.5), ln m = 2·atanh(s) = 2s·(1 + s²/3 + … + s⁸/9),
+// s = (m − 1)/(m + 1) ∈ [−1/7, 1/5], where the next term is below 4e−9.
+inline __m512 log16(__m512 x) {
+    const __m512 m = _mm512_getmant_ps(x, _MM_MANT_NORM_p75_1p5, _MM_MANT_SIGN_src);
+    const __m512 one = _mm512_set1_ps(1.0f);
+    // getmant halves a mantissa ≥ 1.5, whose exponent is then one more than getexp's.
+    const __m512 e = _mm512_mask_add_ps(_mm512_getexp_ps(x), _mm512_cmp_ps_mask(m, one, _CMP_LT_OQ),
+                                        _mm512_getexp_ps(x), one);
+    const __m512 s = _mm512_div_ps(_mm512_sub_ps(m, one), _mm512_add_ps(m, one));
+    const __m512 s2 = _mm512_mul_ps(s, s);
+    __m512 poly = _mm512_set1_ps(1.0f / 9.0f);
+    poly = _mm512_fmadd_ps(poly, s2, _mm512_set1_ps(1.0f / 7.0f));
+    poly = _mm512_fmadd_ps(poly, s2, _mm512_set1_ps(1.0f / 5.0f));
+    poly = _mm512_fmadd_ps(poly, s2, _mm512_set1_ps(1.0f / 3.0f));
+    const __m512 ln_m = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_add_ps(s, s), s2), poly, _mm512_add_ps(s, s));
+    // e·ln 2 with ln 2 split so that e·ln2_hi is exact.
+    return _mm512_fmadd_ps(e, _mm512_set1_ps(0.693145751953125f),
+                           _mm512_fmadd_ps(e, _mm512_set1_ps(1.428606765330187e-06f), ln_m));
+}
+
+// For each of the K vectors of a block, every element's row and column (element 16j + l of the
+// block is row (16j + l) / K, column (16j + l) % K), and the gather offsets of the rows.
+struct SmallBlockLayout {
+    __m512i row[16];
+    __m512i col[16];
+    __m512i first;  // lane·K: the offset of each row's first logit
+    explicit SmallBlockLayout(int64_t K) {
+        for (int64_t j = 0; j < K; ++j) {
+            alignas(64) int32_t r[16], k[16];
+            for (int l = 0; l < 16; ++l) {
+                r[l] = static_cast<int32_t>((16 * j + l) / K);
+                k[l] = static_cast<int32_t>((16 * j + l) % K);
+            }
+            row[j] = _mm512_load_si512(r);
+            col[j] = _mm512_load_si512(k);
+        }
+        first = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                   _mm512_set1_epi32(static_cast<int32_t>(K)));
+    }
+};
+
+// The 16 rows at x [16, K] with targets t [16]. Returns false, having written nothing, when a row
+// holds a NaN or has no finite maximum (all −inf, or +inf): the row-at-a-time path keeps the
+// portable path's conventions for those.
+template <bool Weighted>
+bool ce_block16_avx512(const CeCall<float>& c, const SmallBlockLayout& lay, const float* x, const int64_t* t,
+                       float* loss, float* lse_out, float* g) {
+    const int64_t K = c.K;
+    alignas(64) int32_t ys[16];
+    __mmask16 live = 0;
+    for (int l = 0; l < 16; ++l) {
+        const bool skip = ce_row_skipped(c, t[l]);
+        ys[l] = skip ? -1 : static_cast<int32_t>(t[l]);
+        live |= static_cast<__mmask16>(!skip) << l;
+    }
+    const __m512i yv = _mm512_load_si512(ys);
+    const __m512 zero = _mm512_setzero_ps();
+    __m512 col[16];
+    __m512 M = _mm512_set1_ps(-INFINITY);
+    __mmask16 nan = 0;
+    for (int64_t k = 0; k < K; ++k) {
+        col[k] = _mm512_i32gather_ps(_mm512_add_epi32(lay.first, _mm512_set1_epi32(static_cast<int32_t>(k))), x, 4);
+        nan |= _mm512_cmp_ps_mask(col[k], col[k], _CMP_UNORD_Q);
+        M = _mm512_max_ps(M, col[k]);
+    }
+    if (nan || _mm512_cmp_ps_mask(_mm512_sub_ps(M, M), zero, _CMP_NEQ_UQ)) return false;
+    __m512 S = zero;
+    for (int64_t k = 0; k < K; ++k) S = _mm512_add_ps(S, exp16(_mm512_sub_ps(col[k], M)));
+    const __m512 log_s = log16(S);
+    if (lse_out) _mm512_storeu_ps(lse_out, _mm512_add_ps(M, log_s));
+    // x_y of the live rows (0 elsewhere), the pivot and Σ_{k ≠ pad} w_k·(x_k − pivot).
+    const __m512 x_y = _mm512_mask_i32gather_ps(zero, live, _mm512_add_epi32(lay.first, yv), x, 4);
+    const __m512 pivot = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_sub_ps(x_y, x_y), zero, _CMP_EQ_OQ), x_y);
+    __m512 sdx = zero;
+    if (c.sw.off != 0.0f)
+        for (int64_t k = 0; k < K; ++k) {
+            if (k == c.pad) continue;
+            const __m512 d = _mm512_sub_ps(col[k], pivot);
+            sdx = Weighted ? _mm512_fmadd_ps(_mm512_set1_ps(c.w[k]), d, sdx) : _mm512_add_ps(sdx, d);
+        }
+    const __m512 w_y = Weighted ? _mm512_mask_i32gather_ps(zero, live, yv, c.w, 4) : _mm512_set1_ps(1.0f);
+    const SmoothWeights<F16> sw{F16(c.sw.on), F16(c.sw.off)};
+    const F16 row_loss = detail::ce_row_loss<F16>(sw, _mm512_add_ps(_mm512_sub_ps(M, pivot), log_s),
+                                                  _mm512_sub_ps(x_y, pivot), w_y, c.sum_w, sdx);
+    _mm512_storeu_ps(loss, _mm512_maskz_mov_ps(live, row_loss.v()));
+    if (!g) return true;
+    // g = scale·(W·p − q·w), with q·w = off·w_k, on·w_y at the target, 0 at the padding class, and
+    // 0 for a skipped row; p as in the row path (grad_prob before the division).
+    const __m512 W = detail::ce_row_mass<F16>(sw, w_y, c.sum_w).v();
+    const __m512 onw = _mm512_mul_ps(_mm512_set1_ps(c.sw.on), w_y), sfloor = _mm512_mul_ps(_mm512_set1_ps(c.p_floor), S),
+                 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), S), scale = _mm512_set1_ps(c.scale),
+                 off = _mm512_set1_ps(c.sw.off);
+    const __m512i liv = _mm512_maskz_set1_epi32(live, 1), pad = _mm512_set1_epi32(static_cast<int32_t>(c.pad));
+    for (int64_t j = 0; j < K; ++j) {
+        const __m512i r = lay.row[j], k = lay.col[j];
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(x + 16 * j), _mm512_permutexvar_ps(r, M)));
+        const __m512 p = _mm512_mul_ps(grad_prob16(e, _mm512_permutexvar_ps(r, sfloor)), _mm512_permutexvar_ps(r, inv));
+        __m512 qw = Weighted ? _mm512_mul_ps(off, _mm512_i32gather_ps(k, c.w, 4)) : off;
+        qw = _mm512_mask_mov_ps(qw, _mm512_cmpeq_epi32_mask(_mm512_permutexvar_epi32(r, yv), k),
+                                _mm512_permutexvar_ps(r, onw));
+        qw = _mm512_mask_mov_ps(qw, _mm512_cmpeq_epi32_mask(k, pad), zero);
+        const __m512i row_live = _mm512_permutexvar_epi32(r, liv);
+        const __m512 gv = _mm512_mul_ps(scale, _mm512_fmsub_ps(_mm512_permutexvar_ps(r, W), p, qw));
+        _mm512_storeu_ps(g + 16 * j, _mm512_maskz_mov_ps(_mm512_test_epi32_mask(row_live, row_live), gv));
+    }
+    return true;
+}
+
+// K ≤ 16: blocks of 16 rows (ce_block16_avx512); the last rows and the blocks it declines row by row.
+template <bool Weighted>
+void ce_rows_small_blocked_avx512(const CeCall<float>& c, const float* x, const int64_t* target, int64_t r0,
+                                  int64_t r1, float* loss, float* lse_out, float* grad) {
+    const SmallBlockLayout lay(c.K);
+    int64_t i = r0;
+    for (; i + 16 <= r1; i += 16) {
+        if (!ce_block16_avx512<Weighted>(c, lay, x + i * c.K, target + i, loss + i, lse_out ? lse_out + i : nullptr,
+                                         grad ? grad + i * c.K : nullptr))
+            ce_rows_small_avx512<Weighted>(c, x, target, i, i + 16, loss, lse_out, grad);
+    }
+    ce_rows_small_avx512<Weighted>(c, x, target, i, r1, loss, lse_out, grad);
 }
 
 // K > 16: one online sweep for the statistics, one sweep writing the gradient.
@@ -364,7 +522,7 @@ template <bool Weighted>
 void ce_rows_avx512(const CeCall<float>& c, bool stream, const float* x, const int64_t* target, int64_t r0,
                     int64_t r1, float* loss, float* lse_out, float* grad) {
     if (c.K <= 16)
-        ce_rows_small_avx512<Weighted>(c, x, target, r0, r1, loss, lse_out, grad);
+        ce_rows_small_blocked_avx512<Weighted>(c, x, target, r0, r1, loss, lse_out, grad);
     else if (stream && grad)
         ce_rows_large_avx512<Weighted, true>(c, x, target, r0, r1, loss, lse_out, grad);
     else

@@ -148,6 +148,13 @@ LSG_HD inline double reduction_scale(bool mean, double denominator) {
     return denominator != 0.0 ? 1.0 / denominator : 0.0;
 }
 
+// a·v, or exactly 0 when a = 0: a term with a zero coefficient is skipped, not 0·inf = NaN. (A
+// vector type overloads it, with a NaN coefficient multiplying as here.)
+template <class T>
+LSG_HD inline T times_unless_zero(T a, T v) {
+    return a != T(0) ? a * v : T(0);
+}
+
 // ---- cross-entropy of one row against an index target ---------------------------------------
 // loss = Σ_k q_k·w_k·(lse − x_k), computed from row statistics so the row is read once:
 //   loss = (on − off)·w_y·(lse − x_y) + off·(Σw·(lse − c) − Σ_k w_k·(x_k − c)),
@@ -155,14 +162,12 @@ LSG_HD inline double reduction_scale(bool mean, double denominator) {
 // pivot c (x_y when finite, else 0; see ce_pivot) so that a large common shift of the logits (1e7)
 // cancels exactly instead of K·lse against Σx. For Uniform, on − off = 1 − ε and off = ε/K:
 // PyTorch's weighted formula (1 − ε)·w_y·(lse − x_y) + (ε/K)·Σ_k w_k·(lse − x_k). Terms with a zero
-// coefficient are skipped, so ε = 0 with masked (−inf) non-target classes stays finite.
+// coefficient are skipped, so ε = 0 with masked (−inf) non-target classes stays finite. Written
+// with arithmetic and times_unless_zero only, so that a vector kernel can run it on one row per lane.
 template <class T>
 LSG_HD inline T ce_row_loss(SmoothWeights<T> sw, T lse_c, T dx_y, T w_y, T sum_w, T sum_w_dx) {
     const T a = (sw.on - sw.off) * w_y;
-    T loss = T(0);
-    if (a != T(0)) loss += a * (lse_c - dx_y);
-    if (sw.off != T(0)) loss += sw.off * (sum_w * lse_c - sum_w_dx);
-    return loss;
+    return times_unless_zero(a, lse_c - dx_y) + times_unless_zero(sw.off, sum_w * lse_c - sum_w_dx);
 }
 
 // The pivot of ce_row_loss: x_y when finite, else 0.

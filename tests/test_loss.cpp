@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "gradcheck.h"
+#include "test_util.h"
 #include "lsgrad/core/autograd.h"
 #include "lsgrad/ops/elementwise.h"
 #include "lsgrad/ops/index.h"
@@ -578,6 +579,67 @@ TEST(LossFused, FloatPathEqualsDoublePath) {
             const auto gb = b.grad().to_vector<float>();
             for (size_t i = 0; i < ga.size(); ++i) ASSERT_NEAR(gb[i], ga[i], 2e-6 * (1 + std::abs(ga[i]))) << i;
         }
+    }
+}
+
+// K ≤ 16 runs sixteen rows at a time on AVX-512 and declines blocks holding a NaN, a +inf or an
+// all −inf row to the row path: every row's loss and gradient on every instruction set equal the
+// portable path's (NaN where NaN), with ignored and padding-target rows, −inf masks and each of
+// those rows in a different block, plus tail rows after the last full block.
+TEST(LossFused, SmallKBlocksEqualPortablePath) {
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    for (int64_t K : {1, 2, 5, 10, 16}) {
+        const int64_t N = 16 * 6 + 7;
+        std::vector<float> xv = to_f32(randn(N * K, unsigned(40 + K), 4.0));
+        std::vector<int64_t> yv = classes(N, K, unsigned(50 + K));
+        for (int64_t i = 0; i < N; i += 5) xv[size_t(i * K + (i / 5) % K)] -= 200.0f;  // spread past the exp floor
+        if (K > 2)
+            for (int64_t i = 1; i < N; i += 3) xv[size_t(i * K + (yv[size_t(i)] + 1) % K)] = -inf;  // masked class
+        xv[size_t(17 * K)] = NAN;                                                            // block 1
+        xv[size_t(35 * K + K - 1)] = inf;                                                    // block 2
+        for (int64_t k = 0; k < K; ++k) xv[size_t(50 * K + k)] = -inf;                       // block 3
+        yv[3] = -100;
+        yv[70] = -100;
+        for (int smoothing = 0; smoothing < 3; ++smoothing)
+            for (bool weighted : {false, true})
+                for (bool padded : {false, true}) {
+                    if ((padded || smoothing == 2) && K < 3) continue;
+                    if (padded && smoothing != 2) continue;  // padding is a rule of the off-target convention
+                    CrossEntropyOptions o = ce_opts(smoothing == 0 ? 0.0 : 0.1, Reduction::None);
+                    if (smoothing == 2) o.smoothing = Smoothing::OffTarget;
+                    if (padded) o.padding_idx = K - 1;
+                    std::vector<float> w(static_cast<size_t>(K));
+                    for (int64_t k = 0; k < K; ++k) w[size_t(k)] = 0.25f + 0.5f * float(k % 4);
+                    if (weighted) o.weight = f32(w, {K});
+                    std::vector<int64_t> y = yv;
+                    if (padded) y[90] = K - 1;
+                    auto run = [&](lsg::detail::CpuIsa isa) {
+                        lsg::testing::CpuIsaScope scope(isa);
+                        Tensor x = f32(xv, {N, K}, true);
+                        const Tensor loss = lsg::cross_entropy(x, idx(y), o);
+                        lsg::sum(loss).backward();
+                        return std::make_pair(loss.to_vector<float>(), x.grad().to_vector<float>());
+                    };
+                    const auto ref = run(lsg::detail::CpuIsa::portable);
+                    for (lsg::detail::CpuIsa isa : lsg::testing::supported_cpu_isas()) {
+                        SCOPED_TRACE(std::string(lsg::detail::cpu_isa_name(isa)) + " K=" + std::to_string(K) +
+                                     " smoothing=" + std::to_string(smoothing) + " weighted=" +
+                                     std::to_string(weighted) + " padded=" + std::to_string(padded));
+                        const auto got = run(isa);
+                        auto same = [](float a, float b, double tol) {
+                            if (std::isnan(a) || std::isnan(b)) return std::isnan(a) && std::isnan(b);
+                            if (std::isinf(a) || std::isinf(b)) return a == b;
+                            return std::abs(double(a) - double(b)) <= tol * (1.0 + std::abs(double(b)));
+                        };
+                        for (size_t i = 0; i < ref.first.size(); ++i)
+                            ASSERT_TRUE(same(got.first[i], ref.first[i], 2e-6))
+                                << "row " << i << ": loss " << got.first[i] << " vs " << ref.first[i];
+                        for (size_t i = 0; i < ref.second.size(); ++i)
+                            ASSERT_TRUE(same(got.second[i], ref.second[i], 2e-6))
+                                << "row " << i / size_t(K) << ", class " << i % size_t(K) << ": gradient "
+                                << got.second[i] << " vs " << ref.second[i];
+                    }
+                }
     }
 }
 
