@@ -268,8 +268,10 @@ void forward_impl(const KernelContext& ctx, const LinearCrossEntropyArgs& a) {
                 if (!whole_rows) gemm<T>(hd, false, true, br, bv, H, h, H, p.W + v0 * H, H, T(0), L, bv);
                 grad_kernel<<<row_blocks(br), threads, 0, s>>>(p, r0, br, v0, bv, L, !whole_rows);
                 LSG_CUDA_CHECK_LAUNCH();
-                if (dh) gemm<T>(hd, false, false, br, H, bv, L, bv, p.W + v0 * H, H, v0 == 0 ? T(0) : T(1), dh + r0 * H, H);
-                if (dW) gemm<T>(hd, true, false, bv, H, br, L, bv, h, H, r0 == 0 ? T(0) : T(1), dW + v0 * H, H);
+                // The first class block writes dh's rows, the first row block dW's and db's.
+                const T beta_h = v0 == 0 ? T(0) : T(1), beta_w = r0 == 0 ? T(0) : T(1);
+                if (dh) gemm<T>(hd, false, false, br, H, bv, L, bv, p.W + v0 * H, H, beta_h, dh + r0 * H, H);
+                if (dW) gemm<T>(hd, true, false, bv, H, br, L, bv, h, H, beta_w, dW + v0 * H, H);
                 if (db) {
                     bias_grad_kernel<<<blocks_for(bv), kBlock, 0, s>>>(br, bv, L, db + v0, r0 == 0);
                     LSG_CUDA_CHECK_LAUNCH();

@@ -5,10 +5,10 @@
 //     through the packed GEMM (ops/gemm.h, OpenMP inside), then per row (rows in parallel) the
 //     block's max and Σ e^{x − max} merged into the row's online log-sum-exp (detail::lse_merge),
 //     Σ w_k·(x_k − c) and the target logits;
-//   the row losses (detail::ce_row_loss per target part, plus z·lse²);
+//   the row losses (detail::parts_row_loss: ce_row_loss per target part, plus z·lse²);
 //   pass 2 (only with gradients), for each block of classes: the logits again (unless the block
 //     holds whole rows: then they are still in the buffer), the gradient G in place of them
-//     (detail::ce_grad), then dh[r0:r1] += G·W[v0:v1], dW[v0:v1] += Gᵀ·h[r0:r1] and db[v0:v1] += Σ G
+//     (detail::linear_ce_grad), then dh[r0:r1] += G·W[v0:v1], dW[v0:v1] += Gᵀ·h[r0:r1] and db[v0:v1] += Σ G
 //     before the next block overwrites the buffer.
 // When the block holds whole rows and there is no soft-cap, pass 1 leaves e^{x − max} in the buffer,
 // so each logit costs one exponential. Every sum runs in a fixed order: a seeded run is
@@ -179,8 +179,8 @@ void row_grad(const Call<T>& c, int64_t i, T* x, int64_t v0, int64_t bv, bool fr
         const int64_t k = specials[j];
         if (k >= v0 && k < v0 + bv) {
             const T xk = x[k - v0];
-            fixed[j] = detail::linear_ce_grad(scale, Wz, prob(xk), detail::parts_target(c.sw, parts, k, c.a.padding_idx),
-                                              c.weight_of(k), xk, c.cap);
+            const T q = detail::parts_target(c.sw, parts, k, c.a.padding_idx);
+            fixed[j] = detail::linear_ce_grad(scale, Wz, prob(xk), q, c.weight_of(k), xk, c.cap);
         }
     }
     if (c.cap > T(0)) {

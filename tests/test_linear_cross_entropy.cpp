@@ -558,8 +558,9 @@ std::vector<LceCase> cuda_cases() {
 std::string describe(const LceCase& c) {
     return "N" + std::to_string(c.s.N) + " V" + std::to_string(c.s.V) + " chunk " +
            std::to_string(c.o.chunk_rows.value_or(0)) + "x" + std::to_string(c.o.chunk_classes.value_or(0)) + " eps " +
-           std::to_string(c.o.label_smoothing) + " off_target " + std::to_string(c.o.smoothing == Smoothing::OffTarget) +
-           " pad " + std::to_string(c.o.padding_idx.value_or(-1)) + " weighted " + std::to_string(c.o.weight.defined()) +
+           std::to_string(c.o.label_smoothing) + " off_target " +
+           std::to_string(c.o.smoothing == Smoothing::OffTarget) + " pad " + std::to_string(c.o.padding_idx.value_or(-1)) +
+           " weighted " + std::to_string(c.o.weight.defined()) +
            " reduction " + std::to_string(int(c.o.reduction)) + " z " + std::to_string(c.o.z_loss) + " cap " +
            std::to_string(c.o.softcap) + " mixed " + std::to_string(c.mixed) + " bias " + std::to_string(c.bias);
 }
@@ -608,13 +609,13 @@ TEST(CudaLinearCrossEntropy, OutOfRangeTargetIsRaisedAtTheNextSynchronisingCall)
     ASSERT_NO_THROW(loss = linear_cross_entropy(h, W, from_vector<int64_t>({0, 9, 1, 2}, {4}).to(d)));
     expect_error([&] { (void)loss.item<double>(); }, {op, "target 9 of row 1", "[0, 9)"});
     const Tensor y = targets(4, 9, 2).to(d);
-    ASSERT_NO_THROW(loss = linear_cross_entropy(
-                        h, W, MixedTargets{y, from_vector<int64_t>({0, 0, 0, 99}, {4}).to(d), scalar_tensor(0.5).to(d)}));
+    const MixedTargets bad_b{y, from_vector<int64_t>({0, 0, 0, 99}, {4}).to(d), scalar_tensor(0.5).to(d)};
+    ASSERT_NO_THROW(loss = linear_cross_entropy(h, W, bad_b));
     expect_error([&] { synchronize(d); }, {op, "target 99 of row 3"});
     EXPECT_NO_THROW(synchronize(d));
     const Tensor good = linear_cross_entropy(h, W, y);
-    EXPECT_NEAR(good.item<double>(),
-                linear_cross_entropy(h.to(Device::cpu()), W.to(Device::cpu()), y.to(Device::cpu())).item<double>(), 1e-11);
+    const Device cpu = Device::cpu();
+    EXPECT_NEAR(good.item<double>(), linear_cross_entropy(h.to(cpu), W.to(cpu), y.to(cpu)).item<double>(), 1e-11);
 }
 
 }  // namespace

@@ -145,8 +145,8 @@ TEST(LossMath, TargetPartsShareRowsAndSkipWhatDoesNotCount) {
     EXPECT_DOUBLE_EQ(parts_denominator_term(target_parts(a, b, lam, 0, K, ignore, pad), w, ignore, pad),
                      0.25 * 1.5 + 0.75 * 2.0);
     EXPECT_DOUBLE_EQ(parts_denominator_term(target_parts(a, b, lam, 3, K, ignore, pad), w, ignore, pad), 0.875 * 3.0);
-    EXPECT_DOUBLE_EQ(parts_denominator_term(target_parts<double>(a, nullptr, nullptr, 3, K, ignore, pad), w, ignore, pad),
-                     0.0);
+    const TargetParts unmixed_bad = target_parts<double>(a, nullptr, nullptr, 3, K, ignore, pad);
+    EXPECT_DOUBLE_EQ(parts_denominator_term(unmixed_bad, w, ignore, pad), 0.0);
 }
 
 TEST(LossMath, SoftcapAndItsDerivative) {
@@ -183,7 +183,8 @@ TEST(LossMath, PartsRowLossAndGradientMatchTheDirectFormula) {
                     const double lse = lse_of(x);
                     double l = 0.0;
                     for (int64_t k = 0; k < K; ++k) {
-                        const double q = 0.3 * smooth_target(sw, k, ta[0], pad) + 0.7 * smooth_target(sw, k, tb[0], pad);
+                        const double q =
+                            0.3 * smooth_target(sw, k, ta[0], pad) + 0.7 * smooth_target(sw, k, tb[0], pad);
                         l += q * w[k] * (lse - x[k]);
                     }
                     return l + z * lse * lse;
