@@ -253,6 +253,7 @@ void register_cuda_backend() {
     b.runtime = new cuda::CudaRuntime();
     b.tensor = &tensor;
     b.loss = &cuda::loss_table();
+    b.linear_cross_entropy = &cuda::linear_cross_entropy_table();
     b.optimizer = &cuda::optimizer_table();
 }
 }  // namespace detail

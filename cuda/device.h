@@ -1,8 +1,9 @@
 // What the CUDA sources share: the stream of a kernel context, each device's cuBLAS handle, device
 // scratch buffers, the deferred error record, launch shapes and the kernel table classes (the
 // tensor table's methods are defined beside the kernels of each family: elementwise.cu, reduce.cu,
-// index.cu, conv.cu, matmul.cpp; the loss and optimizer tables in loss.cu and optim.cu). The CUDA
-// backend registers them from device.cpp. Internal to cuda/.
+// index.cu, conv.cu, matmul.cpp; the loss, linear cross-entropy and optimizer tables in loss.cu,
+// linear_cross_entropy.cu and optim.cu). The CUDA backend registers them from device.cpp. Internal
+// to cuda/.
 //
 // Every kernel runs on the stream of the KernelContext it is given: the thread's current stream of
 // the device (core/stream.h), by default the device's own stream, so kernels run in issue order:
@@ -77,8 +78,10 @@ inline unsigned blocks_for(int64_t n, int block = kBlock) {
     return static_cast<unsigned>(std::clamp<int64_t>((n + block - 1) / block, 1, int64_t(1) << 16));
 }
 
-// The loss and optimizer tables (loss.cu, optim.cu), registered by device.cpp.
+// The loss, linear cross-entropy and optimizer tables (loss.cu, linear_cross_entropy.cu, optim.cu),
+// registered by device.cpp.
 LossKernels& loss_table();
+LinearCrossEntropyKernels& linear_cross_entropy_table();
 OptimizerKernels& optimizer_table();
 
 }  // namespace lsg::cuda

@@ -13,12 +13,14 @@
 // value in the device's deferred error record, no device-side assert) and computes the Mean
 // denominator and Σ w with the rules of ops/loss_math.h, so the fused kernel can scale the gradient
 // without a host round trip. Nothing here waits for the device: the next synchronising call raises
-// the recorded error as the CPU check's lsg::Error (see TargetError in device.h). Every launcher
-// issues on the stream of the KernelContext it is given.
+// the recorded error as the CPU check's lsg::Error (see TargetError in device.h). The preparing
+// kernel, the row statistics and the final sum are shared with the fused linear cross-entropy
+// (loss_common.cuh). Every launcher issues on the stream of the KernelContext it is given.
 #include <cstdint>
 
 #include "device.h"
 #include "kernel_util.cuh"
+#include "loss_common.cuh"
 #include "lsgrad/core/error.h"
 #include "lsgrad/ops/loss_kernels.h"
 #include "lsgrad/ops/loss_math.h"
@@ -174,104 +176,6 @@ Launch row_launch(int64_t N, int64_t K) {
             kRowsThreads, width};
 }
 
-// ---- row statistics --------------------------------------------------------------------------------
-
-// The online state of a row: max m, Σ e^{x − m}, and Σ w·(x − c) over the non-padding classes.
-template <class T>
-struct RowStats {
-    T m, s, sdx;
-};
-template <class T>
-__device__ RowStats<T> shuffle_xor(unsigned mask, RowStats<T> v, int offset, int width) {
-    return {__shfl_xor_sync(mask, v.m, offset, width), __shfl_xor_sync(mask, v.s, offset, width),
-            __shfl_xor_sync(mask, v.sdx, offset, width)};
-}
-struct MergeStats {
-    template <class T>
-    __device__ RowStats<T> operator()(RowStats<T> a, RowStats<T> b) const {
-        const LseState<T> st = detail::lse_merge(LseState<T>{a.m, a.s}, LseState<T>{b.m, b.s});
-        return {st.m, st.s, a.sdx + b.sdx};
-    }
-};
-
-// Two double sums (the probability-target loss and mass of a row; a denominator and Σ w).
-struct Sums {
-    double a, b;
-};
-__device__ Sums shuffle_xor(unsigned mask, Sums v, int offset, int width) {
-    return {__shfl_xor_sync(mask, v.a, offset, width), __shfl_xor_sync(mask, v.b, offset, width)};
-}
-struct AddSums {
-    __device__ Sums operator()(Sums x, Sums y) const { return {x.a + y.a, x.b + y.b}; }
-};
-
-// ---- preparation: target checks, denominator, Σ w ----------------------------------------------------
-
-// What the preparing kernel leaves for the others, in device memory.
-struct Aux {
-    double inv_denom;  // detail::reduction_scale: 1/D for Mean (0 when D = 0), 1 otherwise
-    double sum_w;      // Σ_{k ≠ pad} w_k
-};
-
-// The bad target the preparing kernel found, and the call it belongs to.
-struct TargetCheck {
-    TargetErrorSlot slot;  // the device's deferred error record
-    const char* op;
-    int64_t ignore;
-};
-
-constexpr int kPrepThreads = 512;
-
-// One block. A row is skipped (no loss, no gradient, not in D) when its target is ignore_index or
-// the padding class; an out-of-range target is skipped too, and the first such row found (the
-// block's minimum in shared memory, so one thread can read its value after) is written to the
-// device's error record unless an earlier call's error already holds it.
-template <class T>
-__global__ void __launch_bounds__(kPrepThreads) prepare_kernel(int64_t N, int64_t K, const int64_t* target, const T* w,
-                                                               int64_t pad, bool mean, TargetCheck check, Aux* aux) {
-    const int64_t ignore = check.ignore;
-    __shared__ Sums smem[32];
-    __shared__ unsigned long long bad_row;
-    if (threadIdx.x == 0) bad_row = ~0ull;
-    __syncthreads();
-    Sums acc{0.0, 0.0};
-    for (int64_t i = threadIdx.x; i < N; i += blockDim.x) {
-        const int64_t y = target[i];
-        if (y != ignore && (y < 0 || y >= K)) {
-            atomicMin(&bad_row, static_cast<unsigned long long>(i));
-            continue;
-        }
-        acc.a += detail::mean_denominator_term(w, y, ignore, pad);
-    }
-    for (int64_t k = threadIdx.x; k < K; k += blockDim.x) acc.b += detail::class_mass_term(w, k, pad);
-    acc = block_reduce(acc, AddSums{}, smem);  // ends with __syncthreads: bad_row is final
-    if (threadIdx.x == 0) {
-        aux->inv_denom = detail::reduction_scale(mean, acc.a);
-        aux->sum_w = acc.b;
-        if (bad_row != ~0ull && atomicCAS(check.slot.claim, 0, 1) == 0) {
-            TargetError* rec = check.slot.record;
-            rec->op = check.op;
-            rec->row = static_cast<long long>(bad_row);
-            rec->value = static_cast<long long>(target[bad_row]);
-            rec->classes = static_cast<long long>(K);
-            rec->ignore_index = static_cast<long long>(ignore);
-            __threadfence_system();  // the fields reach the host before the flag
-            *static_cast<volatile int*>(&rec->flag) = 1;
-        }
-    }
-}
-
-// Σ_i x_i in double in a fixed order, times scale (and times aux->inv_denom when given); one block.
-constexpr int kSumThreads = 512;
-template <class T>
-__global__ void __launch_bounds__(kSumThreads) sum_kernel(int64_t n, const T* x, double scale, const Aux* aux, T* out) {
-    __shared__ double smem[32];
-    double s = 0.0;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += static_cast<double>(x[i]);
-    s = block_reduce(s, Plus{}, smem);
-    if (threadIdx.x == 0) *out = static_cast<T>(s * scale * (aux ? aux->inv_denom : 1.0));
-}
-
 // ---- index-target cross-entropy ----------------------------------------------------------------------
 
 template <class T>
@@ -424,29 +328,14 @@ __global__ void bce_kernel(int64_t n, int64_t inner, const T* x, const T* t, con
 
 bool is_mean(Reduction r) { return r == Reduction::Mean || r == Reduction::BatchMean; }
 
-// Runs the preparing kernel, which fills aux and records a bad target, on stream s.
-template <class T>
-void prepare(cudaStream_t s, const KernelContext& ctx, const char* op, Aux* aux, int64_t N, int64_t K,
-             const int64_t* target, const T* w, int64_t pad, int64_t ignore, bool mean) {
-    const TargetCheck check{target_error_slot(ctx), op, ignore};
-    prepare_kernel<<<1, kPrepThreads, 0, s>>>(N, K, target, w, pad, mean, check, aux);
-    LSG_CUDA_CHECK_LAUNCH();
-}
-
-template <class T>
-void reduce_rows(cudaStream_t s, int64_t n, const T* x, double scale, const Aux* aux, void* out) {
-    sum_kernel<<<1, kSumThreads, 0, s>>>(n, x, scale, aux, static_cast<T*>(out));
-    LSG_CUDA_CHECK_LAUNCH();
-}
-
 template <class T>
 void cross_entropy_index_impl(const KernelContext& ctx, const CrossEntropyIndexArgs& a) {
     cudaStream_t s = stream(ctx);
     const Scratch aux_buf(ctx, sizeof(Aux));
     Aux* aux = aux_buf.as<Aux>();
     const T* w = static_cast<const T*>(a.weight);
-    prepare(s, ctx, "cross_entropy", aux, a.rows, a.classes, a.target, w, a.padding_idx, a.ignore_index,
-            is_mean(a.reduction));
+    prepare(s, ctx, "cross_entropy", aux, a.rows, a.classes, a.target, nullptr, static_cast<const T*>(nullptr), w,
+            a.padding_idx, a.ignore_index, is_mean(a.reduction));
     if (a.rows > 0) {
         CeIndex<T> p{};
         p.N = a.rows;
@@ -502,7 +391,8 @@ void nll_impl(const KernelContext& ctx, const NllLossArgs& a) {
     const T* w = static_cast<const T*>(a.weight);
     T* loss = static_cast<T*>(a.row_loss);
     T* grad = static_cast<T*>(a.grad);
-    prepare(s, ctx, "nll_loss", aux, a.rows, a.classes, a.target, w, -1, a.ignore_index, is_mean(a.reduction));
+    prepare(s, ctx, "nll_loss", aux, a.rows, a.classes, a.target, nullptr, static_cast<const T*>(nullptr), w, -1,
+            a.ignore_index, is_mean(a.reduction));
     const int64_t work = a.rows * (grad ? a.classes : 1);
     if (work > 0) {
         nll_kernel<<<blocks_for(work), kBlock, 0, s>>>(a.rows, a.classes, static_cast<const T*>(a.log_probs), a.target,

@@ -101,12 +101,15 @@ Inputs check_inputs(const Tensor& hidden, const Tensor& weight, const Tensor& ta
     // The block is allocated: its size must not overflow.
     checked::numel(kOp, {std::min(in.chunk_rows, std::max<int64_t>(in.N, 1)), std::min(in.chunk_classes, in.V)},
                    bytes);
+    // Checked before any copy: a backend without the table (CUDA and the CPU have one) says so plainly.
     LSG_CHECK_OP(kOp, hidden.device().is_cpu() || backend(hidden.device()).linear_cross_entropy != nullptr,
-                 "not implemented on ", hidden.device(), ": only the CPU has fused linear cross-entropy kernels");
+                 "not implemented on ", hidden.device(), ": its backend has no fused linear cross-entropy kernels");
     in.h = hidden.contiguous();
     in.W = weight.contiguous();
     in.b = bias.defined() ? bias.contiguous() : Tensor();
     in.class_weight = detail::checked_weight(kOp, o.weight, in.h, in.V);
+    // CPU targets are checked here; CUDA ones on the device by the kernel (a bad row is recorded and
+    // raised at the next synchronising call, as for cross_entropy), so they never travel to the host.
     in.target = target.contiguous();
     detail::check_kernel_targets(kOp, in.target, in.V, o.ignore_index);
     if (target_b) {

@@ -54,8 +54,13 @@
 // hidden not 2-D floating, weight not [V, H] with hidden's H, bias not [V], mismatched dtypes or
 // devices, a target not int64 [N], a target outside [0, V) that is not ignore_index (naming the row),
 // ε outside [0, 1] or NaN, z or s negative, infinite or NaN, a chunk size ≤ 0, λ outside [0, 1] or NaN
-// or not one value or N values, the OffTarget / padding_idx rules of cross_entropy. Only the CPU has
-// kernels for now: a CUDA tensor is an error saying so.
+// or not one value or N values, the OffTarget / padding_idx rules of cross_entropy. On CUDA a bad
+// target is found by the kernel and raised at the next synchronising call, as for cross_entropy.
+//
+// Kernels: the CPU's (ops/linear_cross_entropy_cpu.cpp) through the packed GEMM with OpenMP; CUDA's
+// (cuda/linear_cross_entropy.cu) with the same block schedule, cuBLAS for the three products and
+// fused kernels for the row statistics, losses, gradient and bias sums; both take every formula from
+// ops/loss_math.h and sum in a fixed order.
 #pragma once
 
 #include <cstdint>

@@ -5,10 +5,10 @@
 //     through the packed GEMM (ops/gemm.h, OpenMP inside), then per row (rows in parallel) the
 //     block's max and Σ e^{x − max} merged into the row's online log-sum-exp (detail::lse_merge),
 //     Σ w_k·(x_k − c) and the target logits;
-//   the row losses (detail::ce_row_loss per target part, plus z·lse²);
+//   the row losses (detail::parts_row_loss: ce_row_loss per target part, plus z·lse²);
 //   pass 2 (only with gradients), for each block of classes: the logits again (unless the block
 //     holds whole rows: then they are still in the buffer), the gradient G in place of them
-//     (detail::ce_grad), then dh[r0:r1] += G·W[v0:v1], dW[v0:v1] += Gᵀ·h[r0:r1] and db[v0:v1] += Σ G
+//     (detail::linear_ce_grad), then dh[r0:r1] += G·W[v0:v1], dW[v0:v1] += Gᵀ·h[r0:r1] and db[v0:v1] += Σ G
 //     before the next block overwrites the buffer.
 // When the block holds whole rows and there is no soft-cap, pass 1 leaves e^{x − max} in the buffer,
 // so each logit costs one exponential. Every sum runs in a fixed order: a seeded run is
@@ -28,6 +28,7 @@ namespace {
 
 using detail::LseState;
 using detail::SmoothWeights;
+using detail::TargetParts;
 
 // Below this many logits per block the per-row work runs on the calling thread.
 constexpr int64_t kParallelMinWork = 32768;
@@ -42,13 +43,6 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t
     else
         detail::gemm_f64(ta, tb, m, n, k, 1.0, a, lda, b, ldb, beta, c, ldc);
 }
-
-// One target of a row: its class and its share λ (0 for a part that does not count: ignored or
-// padding, or the absent second part of an unmixed row).
-struct Part {
-    int64_t y;
-    double share;
-};
 
 // The per-call constants and the per-row state of one call.
 template <class T>
@@ -72,23 +66,13 @@ struct Call {
 
     explicit Call(const LinearCrossEntropyArgs& args) : a(args) {}
 
-    Part part(int64_t i, int which) const {
-        if (which == 1 && !a.target_b) return {-1, 0.0};
-        const int64_t y = which == 0 ? a.target[i] : a.target_b[i];
-        if (detail::index_row_skipped(y, a.ignore_index, a.padding_idx)) return {y, 0.0};
-        if (!a.target_b) return {y, 1.0};
-        const double l = static_cast<double>(lam[i]);
-        return {y, which == 0 ? l : 1.0 - l};
+    TargetParts parts(int64_t i) const {
+        return detail::target_parts(a.target, a.target_b, lam, i, V, a.ignore_index, a.padding_idx);
     }
     T weight_of(int64_t k) const { return w ? w[k] : T(1); }
 };
 
-// The raw logit h_i·W_y + b_y of one row, soft-capped: the pivot of the row's sums.
-template <class T>
-T cap_logit(const Call<T>& c, T u) {
-    return c.cap > T(0) ? c.cap * std::tanh(u / c.cap) : u;
-}
-
+// The soft-capped logit h_i·W_y + b_y of one row: the pivot of the row's sums.
 template <class T>
 T target_logit(const Call<T>& c, int64_t i, int64_t y) {
     const T* hi = c.h + i * c.H;
@@ -96,7 +80,7 @@ T target_logit(const Call<T>& c, int64_t i, int64_t y) {
     T u = T(0);
     for (int64_t j = 0; j < c.H; ++j) u += hi[j] * wy[j];
     if (c.b) u += c.b[y];
-    return cap_logit(c, u);
+    return detail::softcap(u, c.cap);
 }
 
 // L [br, bv] = h[r0:r0+br]·W[v0:v0+bv]ᵀ + b[v0:], soft-capped.
@@ -109,7 +93,7 @@ void block_logits(const Call<T>& c, int64_t r0, int64_t br, int64_t v0, int64_t 
         if (c.b)
             for (int64_t k = 0; k < bv; ++k) x[k] += c.b[v0 + k];
         if (c.cap > T(0))
-            for (int64_t k = 0; k < bv; ++k) x[k] = cap_logit(c, x[k]);
+            for (int64_t k = 0; k < bv; ++k) x[k] = detail::softcap(x[k], c.cap);
     });
 }
 
@@ -169,24 +153,8 @@ void row_stats(Call<T>& c, int64_t i, T* x, int64_t v0, int64_t bv, bool keep_ex
 // Row i's loss from its finished statistics.
 template <class T>
 T row_loss(const Call<T>& c, int64_t i) {
-    const LseState<T> st = c.st[i];
-    const T piv = c.pivot[i];
-    T loss = T(0);
-    double counted = 0.0;
-    for (int which = 0; which < 2; ++which) {
-        const Part p = c.part(i, which);
-        if (p.share == 0.0) continue;
-        const T x_y = which == 0 ? c.xa[i] : c.xb[i];
-        const T l = detail::ce_row_loss(c.sw, detail::lse_minus(st, piv), x_y - piv, c.weight_of(p.y), c.sum_w,
-                                        c.sdx[i]);
-        loss += static_cast<T>(p.share) * l;
-        counted += p.share;
-    }
-    if (c.z != T(0) && counted != 0.0) {
-        const T lse = detail::lse_value(st);
-        loss += static_cast<T>(counted) * c.z * lse * lse;
-    }
-    return loss;
+    const T x_y[2] = {c.xa[i], c.xb[i]};
+    return detail::parts_row_loss(c.sw, c.parts(i), c.st[i], c.pivot[i], x_y, c.w, c.sum_w, c.sdx[i], c.z);
 }
 
 // Pass 2 on row i's block: x [bv] holds its logits (or, with from_exp, e^{x − m_block} with m_block
@@ -194,48 +162,30 @@ T row_loss(const Call<T>& c, int64_t i) {
 template <class T>
 void row_grad(const Call<T>& c, int64_t i, T* x, int64_t v0, int64_t bv, bool from_exp) {
     const LseState<T> st = c.st[i];
-    double counted = 0.0;
-    T mass = T(0), off = T(0);
-    for (int which = 0; which < 2; ++which) {
-        const Part p = c.part(i, which);
-        if (p.share == 0.0) continue;
-        counted += p.share;
-        mass += static_cast<T>(p.share) * detail::ce_row_mass(c.sw, c.weight_of(p.y), c.sum_w);
-        off += static_cast<T>(p.share) * c.sw.off;
-    }
-    if (counted == 0.0) {
+    const TargetParts parts = c.parts(i);
+    const detail::PartsGrad<T> pg = detail::parts_grad(c.sw, parts, st, c.w, c.sum_w, c.z);
+    if (!pg.counts) {
         std::fill(x, x + bv, T(0));
         return;
     }
     const T scale = static_cast<T>(c.scale) * (c.row_scale ? c.row_scale[i] : T(1));
-    // The z-loss adds 2z·lse·p_j per counting share: the same form as the mass term.
-    const T Wz = mass + (c.z != T(0) ? T(2) * c.z * detail::lse_value(st) * static_cast<T>(counted) : T(0));
+    const T Wz = pg.mass, off = pg.off;
     const T log_s = detail::lm_log(st.s);
     const T inv_s = T(1) / st.s;
-    // q_j·w_j of a column: Σ_shares λ·smooth_target; `off` everywhere but the targets and padding.
-    auto q_of = [&](int64_t k) {
-        T q = T(0);
-        for (int which = 0; which < 2; ++which) {
-            const Part p = c.part(i, which);
-            if (p.share != 0.0) q += static_cast<T>(p.share) * detail::smooth_target(c.sw, k, p.y, c.a.padding_idx);
-        }
-        return q;
-    };
-    // The soft-cap's derivative c′(u) = 1 − (x/s)², from the capped logit x.
-    auto cap_grad = [&](T xk) { return c.cap > T(0) ? T(1) - (xk / c.cap) * (xk / c.cap) : T(1); };
     auto prob = [&](T xk) { return from_exp ? xk * inv_s : detail::softmax_prob(xk, st.m, log_s); };
     const int64_t specials[3] = {c.a.target[i], c.a.target_b ? c.a.target_b[i] : -1, c.a.padding_idx};
-    T fixed[3];
+    T fixed[3] = {};
     for (int j = 0; j < 3; ++j) {
         const int64_t k = specials[j];
         if (k >= v0 && k < v0 + bv) {
             const T xk = x[k - v0];
-            fixed[j] = detail::ce_grad(scale, Wz, prob(xk), q_of(k), c.weight_of(k)) * cap_grad(xk);
+            const T q = detail::parts_target(c.sw, parts, k, c.a.padding_idx);
+            fixed[j] = detail::linear_ce_grad(scale, Wz, prob(xk), q, c.weight_of(k), xk, c.cap);
         }
     }
     if (c.cap > T(0)) {
         for (int64_t k = 0; k < bv; ++k)
-            x[k] = detail::ce_grad(scale, Wz, prob(x[k]), off, c.weight_of(v0 + k)) * cap_grad(x[k]);
+            x[k] = detail::linear_ce_grad(scale, Wz, prob(x[k]), off, c.weight_of(v0 + k), x[k], c.cap);
     } else if (from_exp) {
         const T sp = scale * Wz * inv_s, so = scale * off;
         if (c.w)
@@ -271,11 +221,7 @@ void forward_impl(const LinearCrossEntropyArgs& a) {
     c.sum_w = static_cast<T>(sum_w);
     c.z = static_cast<T>(a.z_loss);
     c.cap = static_cast<T>(a.softcap);
-    for (int64_t i = 0; i < N; ++i)
-        for (int which = 0; which < 2; ++which) {
-            const Part p = c.part(i, which);
-            if (p.share != 0.0) D += p.share * detail::mean_denominator_term(c.w, p.y, a.ignore_index, pad);
-        }
+    for (int64_t i = 0; i < N; ++i) D += detail::parts_denominator_term(c.parts(i), c.w, a.ignore_index, pad);
     const bool mean = a.reduction == Reduction::Mean || a.reduction == Reduction::BatchMean;
     c.scale = detail::reduction_scale(mean, D);
 
@@ -305,8 +251,7 @@ void forward_impl(const LinearCrossEntropyArgs& a) {
     c.xa.assign(size_t(N), T(0));
     c.xb.assign(size_t(N), T(0));
     guarded_parallel_for(N, N * H >= kParallelMinWork, [&](int64_t i) {
-        const Part p0 = c.part(i, 0), p1 = c.part(i, 1);
-        const int64_t y = p0.share != 0.0 ? p0.y : (p1.share != 0.0 ? p1.y : -1);
+        const int64_t y = detail::pivot_class(c.parts(i));
         c.pivot[i] = y >= 0 ? detail::ce_pivot(target_logit(c, i, y)) : T(0);
     });
 

@@ -143,7 +143,8 @@ struct BceWithLogitsArgs {
 // Fused linear cross-entropy (ops/linear_cross_entropy.h has the formula): the logits
 // x = c(h·Wᵀ + b) of a [chunk_rows, chunk_classes] block at a time, their per-row log-sum-exp online
 // across class blocks, the loss, and (when grad_* are set) the gradient of each block folded into
-// dh, dW and db at once. Targets are trusted (the op has checked them); λ and row_scale are in dtype.
+// dh, dW and db at once. CPU targets are trusted (the op has checked them); the CUDA kernel checks its
+// own as the other CUDA loss kernels do (see the top of this file). λ and row_scale are in dtype.
 struct LinearCrossEntropyArgs {
     DType dtype = DType::f32;
     int64_t rows = 0;     // N

@@ -21,6 +21,8 @@ LSG_HD inline float lm_log(float x) { return logf(x); }
 LSG_HD inline double lm_log(double x) { return ::log(x); }
 LSG_HD inline float lm_log1p(float x) { return log1pf(x); }
 LSG_HD inline double lm_log1p(double x) { return ::log1p(x); }
+LSG_HD inline float lm_tanh(float x) { return tanhf(x); }
+LSG_HD inline double lm_tanh(double x) { return ::tanh(x); }
 template <class T>
 LSG_HD inline T lm_neg_inf() {
     return -static_cast<T>(INFINITY);
@@ -193,6 +195,115 @@ LSG_HD inline T softmax_prob(T x_j, T m, T log_s) {
 template <class T>
 LSG_HD inline T ce_grad(T scale, T W, T p_j, T q_j, T w_j) {
     return scale * (W * p_j - q_j * w_j);
+}
+
+// ---- index targets in parts: mixed rows (mixup, CutMix) -------------------------------------------
+// A row's index target as up to two parts: class y[j] with share[j], 1 for an unmixed row, λ_i and
+// 1 − λ_i for a mixed one (target_b and lam set). A part that does not count has share 0: its class
+// is ignore_index, the padding class (pad ≥ 0) or outside [0, K) (which the CPU ops reject and the
+// CUDA kernels record and skip), or it is the absent second part of an unmixed row. Used by the fused
+// linear cross-entropy (ops/linear_cross_entropy.h) on both backends and by the CUDA loss kernels'
+// Mean denominator.
+struct TargetParts {
+    int64_t y[2];
+    double share[2];
+};
+
+template <class T>
+LSG_HD inline TargetParts target_parts(const int64_t* target, const int64_t* target_b, const T* lam, int64_t i,
+                                       int64_t K, int64_t ignore_index, int64_t pad) {
+    // No loop over the parts: the struct must stay in registers in device code.
+    const int64_t ya = target[i], yb = target_b ? target_b[i] : int64_t(-1);
+    const double l = target_b ? static_cast<double>(lam[i]) : 1.0;
+    auto counts = [&](int64_t y) { return !index_row_skipped(y, ignore_index, pad) && y >= 0 && y < K; };
+    return {{ya, yb}, {counts(ya) ? l : 0.0, target_b && counts(yb) ? 1.0 - l : 0.0}};
+}
+
+// The row's share of the Mean denominator: Σ_parts share·mean_denominator_term.
+template <class T>
+LSG_HD inline double parts_denominator_term(const TargetParts& p, const T* w, int64_t ignore_index, int64_t pad) {
+    double d = 0.0;
+    for (int j = 0; j < 2; ++j)
+        if (p.share[j] != 0.0) d += p.share[j] * mean_denominator_term(w, p.y[j], ignore_index, pad);
+    return d;
+}
+
+// The class whose logit pivots the row's sums (ce_pivot): the first counting part's, −1 when none
+// counts.
+LSG_HD inline int64_t pivot_class(const TargetParts& p) {
+    return p.share[0] != 0.0 ? p.y[0] : (p.share[1] != 0.0 ? p.y[1] : int64_t(-1));
+}
+
+// Gemma 2's logit soft-cap c(u) = s·tanh(u/s) (identity when s = 0) and its derivative from the capped
+// logit x: c′(u) = 1 − tanh² = 1 − (x/s)² (1 when s = 0).
+template <class T>
+LSG_HD inline T softcap(T u, T s) {
+    return s > T(0) ? s * lm_tanh(u / s) : u;
+}
+template <class T>
+LSG_HD inline T softcap_grad(T x, T s) {
+    return s > T(0) ? T(1) - (x / s) * (x / s) : T(1);
+}
+
+// The loss of a row in parts from its finished statistics (st, the pivot c, sum_w_dx =
+// Σ_{k ≠ pad} w_k·(x_k − c), x_y[j] the logit at part j's class):
+//   loss = Σ_parts share·ce_row_loss(...) + c_i·z·lse²,  c_i = Σ_parts share
+// (the z-loss, PaLM's, only for a row that counts and never times a class weight).
+template <class T>
+LSG_HD inline T parts_row_loss(SmoothWeights<T> sw, const TargetParts& p, LseState<T> st, T pivot, const T* x_y,
+                               const T* w, T sum_w, T sum_w_dx, T z) {
+    T loss = T(0);
+    double counted = 0.0;
+    for (int j = 0; j < 2; ++j) {
+        if (p.share[j] == 0.0) continue;
+        const T l = ce_row_loss(sw, lse_minus(st, pivot), x_y[j] - pivot, w ? w[p.y[j]] : T(1), sum_w, sum_w_dx);
+        loss += static_cast<T>(p.share[j]) * l;
+        counted += p.share[j];
+    }
+    if (z != T(0) && counted != 0.0) {
+        const T lse = lse_value(st);
+        loss += static_cast<T>(counted) * z * lse * lse;
+    }
+    return loss;
+}
+
+// The row constants of the gradient of a row in parts: mass = Σ_parts share·ce_row_mass + 2z·lse·c_i
+// (the z-loss adds 2z·lse·p_j per counting share: the same form as the mass term), off =
+// Σ_parts share·off (q_j·w_j/w_j of every class but the parts' classes and padding), counts = c_i ≠ 0.
+template <class T>
+struct PartsGrad {
+    T mass;
+    T off;
+    bool counts;
+};
+template <class T>
+LSG_HD inline PartsGrad<T> parts_grad(SmoothWeights<T> sw, const TargetParts& p, LseState<T> st, const T* w, T sum_w,
+                                      T z) {
+    double counted = 0.0;
+    T mass = T(0), off = T(0);
+    for (int j = 0; j < 2; ++j) {
+        if (p.share[j] == 0.0) continue;
+        counted += p.share[j];
+        mass += static_cast<T>(p.share[j]) * ce_row_mass(sw, w ? w[p.y[j]] : T(1), sum_w);
+        off += static_cast<T>(p.share[j]) * sw.off;
+    }
+    if (z != T(0) && counted != 0.0) mass += T(2) * z * lse_value(st) * static_cast<T>(counted);
+    return {mass, off, counted != 0.0};
+}
+
+// q_k of a row in parts: Σ_parts share·smooth_target(k) (0 on the padding class).
+template <class T>
+LSG_HD inline T parts_target(SmoothWeights<T> sw, const TargetParts& p, int64_t k, int64_t pad) {
+    T q = T(0);
+    for (int j = 0; j < 2; ++j)
+        if (p.share[j] != 0.0) q += static_cast<T>(p.share[j]) * smooth_target(sw, k, p.y[j], pad);
+    return q;
+}
+
+// ∂loss/∂u_j of the fused linear cross-entropy at the capped logit x_j: ce_grad·c′(u_j).
+template <class T>
+LSG_HD inline T linear_ce_grad(T scale, T W, T p_j, T q_j, T w_j, T x_j, T cap) {
+    return ce_grad(scale, W, p_j, q_j, w_j) * softcap_grad(x_j, cap);
 }
 
 // ---- cross-entropy of one row against a probability target --------------------------------------

@@ -494,13 +494,169 @@ TEST(LinearCrossEntropy, BadInputsAreClearErrors) {
     expect_error([&] { linear_cross_entropy(h, W, MixedTargets{y, yb, Tensor()}); }, {op, "lambda is an undefined tensor"});
 }
 
-// The CUDA case of the CPU tests: the device has no fused kernels yet, which must be said plainly.
-TEST(LinearCrossEntropyCuda, NotImplementedIsAClearError) {
+// ---- CUDA: the CPU cases on the device --------------------------------------------------------------
+
+// The loss and the gradients of h, W and b (CPU copies) of one call on `device` in `dtype`, from the
+// same seeded f64 inputs on every device.
+struct LceResult {
+    Tensor loss, dh, dW, db;
+};
+
+struct LceCase {
+    Shape3 s;
+    LinearCrossEntropyOptions o;
+    bool bias = true;
+    bool mixed = false;
+    std::vector<int64_t> ignored;
+};
+
+LceResult run_on(Device d, DType dtype, const LceCase& c) {
+    auto on = [&](const Tensor& t) {
+        Tensor x = t.detach().to(dtype).to(d);
+        x.requires_grad_();
+        return x;
+    };
+    const Tensor h = on(leaf({c.s.N, c.s.H}, 1)), W = on(leaf({c.s.V, c.s.H}, 2, 0.7)), b = on(leaf({c.s.V}, 3, 0.5));
+    LinearCrossEntropyOptions o = c.o;
+    if (o.weight.defined()) o.weight = o.weight.to(dtype).to(d);
+    Tensor y = targets(c.s.N, c.s.V, 7, c.ignored, o.ignore_index);
+    if (o.padding_idx && c.s.N > 1) {
+        std::vector<int64_t> v = y.to_vector<int64_t>();
+        v[1] = *o.padding_idx;
+        y = from_vector<int64_t>(v, {c.s.N});
+    }
+    std::vector<double> lam(static_cast<size_t>(c.s.N));
+    for (size_t i = 0; i < lam.size(); ++i) lam[i] = static_cast<double>(i % 5) / 4.0;  // 0 and 1 included
+    const Tensor loss =
+        c.mixed ? linear_cross_entropy(h, W,
+                                       MixedTargets{y.to(d), targets(c.s.N, c.s.V, 11).to(d),
+                                                    from_vector<double>(lam, {c.s.N}).to(dtype).to(d)},
+                                       o, c.bias ? b : Tensor())
+                : linear_cross_entropy(h, W, y.to(d), o, c.bias ? b : Tensor());
+    const Tensor g = upstream(loss);
+    loss.backward(g.defined() ? g.to(d) : g);
+    const Device cpu = Device::cpu();
+    return {loss.detach().to(cpu), h.grad().to(cpu), W.grad().to(cpu), c.bias ? b.grad().to(cpu) : Tensor()};
+}
+
+// The options grid of the CPU tests, trimmed to what a GPU check can afford: every smoothing
+// convention, padding, ignore_index, class weights, every reduction, mixed targets, z-loss and
+// soft-cap, each over whole-row blocks, class blocks not dividing V and one class per block.
+std::vector<LceCase> cuda_cases() {
+    std::vector<LceCase> cases;
+    const Shape3 shapes[] = {{13, 5, 37}, {1, 3, 7}, {6, 4, 16}};
+    const std::pair<std::optional<int64_t>, std::optional<int64_t>> chunks[] = {
+        {std::nullopt, std::nullopt}, {4, 8}, {5, 16}, {1, 1}};
+    const Reduction reductions[] = {Reduction::None, Reduction::Sum, Reduction::Mean};
+    int n = 0;
+    for (int conv = 0; conv < 3; ++conv)  // Uniform, OffTarget, OffTarget + padding
+        for (double eps : {0.0, 0.1})
+            for (bool weighted : {false, true})
+                for (Reduction r : reductions) {
+                    LceCase c;
+                    // One class per block on the smallest shape: a launch per class is slow under
+                    // compute-sanitizer.
+                    c.s = n % 4 == 3 ? Shape3{1, 3, 7} : shapes[n % 3];
+                    c.o.label_smoothing = eps;
+                    c.o.smoothing = conv == 0 ? Smoothing::Uniform : Smoothing::OffTarget;
+                    if (conv == 2) c.o.padding_idx = 2;
+                    c.o.reduction = r;
+                    c.o.chunk_rows = chunks[n % 4].first;
+                    c.o.chunk_classes = chunks[n % 4].second;
+                    if (weighted) c.o.weight = affine(rand({c.s.V}, {.dtype = DType::f64}), 1.5, 0.25);
+                    c.o.z_loss = n % 5 == 1 ? 0.01 : 0.0;
+                    c.o.softcap = n % 7 == 2 ? 1.5 : 0.0;
+                    c.bias = n % 2 == 0;
+                    c.mixed = n % 3 == 1;
+                    if (c.s.N > 1) c.ignored = {0, 3};
+                    cases.push_back(c);
+                    ++n;
+                }
+    // Longer rows: more threads per row, several class blocks with a short last one, another
+    // ignore_index; all rows ignored.
+    for (std::optional<int64_t> cc : {std::optional<int64_t>(), std::optional<int64_t>(300)}) {
+        LceCase c;
+        c.s = {40, 24, 3000};
+        c.o.label_smoothing = 0.1;
+        c.o.ignore_index = 7;
+        c.o.chunk_rows = 16;
+        c.o.chunk_classes = cc;
+        c.o.z_loss = 1e-3;
+        c.o.softcap = cc ? 30.0 : 0.0;
+        c.mixed = !cc;
+        c.ignored = {5, 9};
+        cases.push_back(c);
+    }
+    LceCase all;
+    all.s = {5, 3, 10};
+    all.o.label_smoothing = 0.1;
+    all.o.chunk_classes = 4;
+    all.ignored = {0, 1, 2, 3, 4};
+    cases.push_back(all);
+    return cases;
+}
+
+std::string describe(const LceCase& c) {
+    return "N" + std::to_string(c.s.N) + " V" + std::to_string(c.s.V) + " chunk " +
+           std::to_string(c.o.chunk_rows.value_or(0)) + "x" + std::to_string(c.o.chunk_classes.value_or(0)) + " eps " +
+           std::to_string(c.o.label_smoothing) + " off_target " +
+           std::to_string(c.o.smoothing == Smoothing::OffTarget) + " pad " + std::to_string(c.o.padding_idx.value_or(-1)) +
+           " weighted " + std::to_string(c.o.weight.defined()) +
+           " reduction " + std::to_string(int(c.o.reduction)) + " z " + std::to_string(c.o.z_loss) + " cap " +
+           std::to_string(c.o.softcap) + " mixed " + std::to_string(c.mixed) + " bias " + std::to_string(c.bias);
+}
+
+// Every case on the CPU and on the GPU in f32 and f64: loss, dh, dW and db agree at the loss layer's
+// tolerances (the CUDA test table's 1e-5 in f32; f64 sums differ only in their order).
+TEST(CudaLinearCrossEntropy, MatchesTheCpuOnEveryOption) {
     if (!cuda_is_available()) GTEST_SKIP() << cuda_unavailable_reason();
     const Device d = Device::cuda();
-    const Tensor h = leaf({2, 3}, 1).detach().to(d), W = leaf({4, 3}, 2).detach().to(d);
-    expect_error([&] { linear_cross_entropy(h, W, targets(2, 4, 1).to(d)); },
-                 {"linear_cross_entropy", "not implemented on cuda"});
+    for (const LceCase& c : cuda_cases())
+        for (DType dtype : {DType::f32, DType::f64}) {
+            const double tol = dtype == DType::f32 ? 1e-5 : 1e-11;
+            const std::string what = describe(c) + (dtype == DType::f32 ? " f32" : " f64");
+            const LceResult cpu = run_on(Device::cpu(), dtype, c);
+            const LceResult gpu = run_on(d, dtype, c);
+            expect_near_all(gpu.loss, cpu.loss, tol, what + " loss");
+            expect_near_all(gpu.dh, cpu.dh, tol, what + " dh");
+            expect_near_all(gpu.dW, cpu.dW, tol, what + " dW");
+            if (c.bias) expect_near_all(gpu.db, cpu.db, tol, what + " db");
+        }
+}
+
+// No float atomics and fixed reduction orders: two runs give the same bits.
+TEST(CudaLinearCrossEntropy, RepeatedRunsAreBitIdentical) {
+    if (!cuda_is_available()) GTEST_SKIP() << cuda_unavailable_reason();
+    LceCase c;
+    c.s = {40, 24, 3000};
+    c.o.label_smoothing = 0.1;
+    c.o.chunk_rows = 16;
+    c.o.chunk_classes = 700;
+    const LceResult a = run_on(Device::cuda(), DType::f32, c), b = run_on(Device::cuda(), DType::f32, c);
+    EXPECT_EQ(a.loss.to_vector<float>(), b.loss.to_vector<float>());
+    EXPECT_EQ(a.dh.to_vector<float>(), b.dh.to_vector<float>());
+    EXPECT_EQ(a.dW.to_vector<float>(), b.dW.to_vector<float>());
+    EXPECT_EQ(a.db.to_vector<float>(), b.db.to_vector<float>());
+}
+
+// A target outside [0, V) is found by the kernel: the op returns without waiting, the next
+// synchronising call raises the CPU check's lsg::Error, and the device stays usable.
+TEST(CudaLinearCrossEntropy, OutOfRangeTargetIsRaisedAtTheNextSynchronisingCall) {
+    if (!cuda_is_available()) GTEST_SKIP() << cuda_unavailable_reason();
+    const Device d = Device::cuda();
+    const char* op = "linear_cross_entropy";
+    const Tensor h = leaf({4, 3}, 1).detach().to(d), W = leaf({9, 3}, 2).detach().to(d);
+    Tensor loss;
+    ASSERT_NO_THROW(loss = linear_cross_entropy(h, W, from_vector<int64_t>({0, 9, 1, 2}, {4}).to(d)));
+    expect_error([&] { (void)loss.item<double>(); }, {op, "target 9 of row 1", "[0, 9)"});
+    const Tensor y = targets(4, 9, 2).to(d);
+    const MixedTargets bad_b{y, from_vector<int64_t>({0, 0, 0, 99}, {4}).to(d), scalar_tensor(0.5).to(d)};
+    ASSERT_NO_THROW(loss = linear_cross_entropy(h, W, bad_b));
+    expect_error([&] { synchronize(d); }, {op, "target 99 of row 3"});
+    EXPECT_NO_THROW(synchronize(d));
+    const Tensor good = linear_cross_entropy(h, W, y);
+    const Device cpu = Device::cpu();
+    EXPECT_NEAR(good.item<double>(), linear_cross_entropy(h.to(cpu), W.to(cpu), y.to(cpu)).item<double>(), 1e-11);
 }
 
 }  // namespace

@@ -113,6 +113,125 @@ TEST(LossMath, RowLossEqualsWeightedSumOverTargets) {
         }
 }
 
+// ---- the per-row arithmetic of the fused linear cross-entropy (both backends run it) -------------
+
+TEST(LossMath, TargetPartsShareRowsAndSkipWhatDoesNotCount) {
+    const int64_t K = 6, ignore = -100, pad = 5;
+    const int64_t a[] = {1, -100, 5, 9, -2, 3};
+    const int64_t b[] = {2, 4, 0, 3, 1, 3};
+    const double lam[] = {0.25, 0.5, 0.75, 0.125, 1.0, 0.0};
+    // Unmixed: share 1, or 0 for ignore_index, the padding class and a class outside [0, K) (the CUDA
+    // kernels' skip of a bad target, which the CPU op rejects before).
+    const double unmixed[] = {1, 0, 0, 0, 0, 1};
+    for (int64_t i = 0; i < 6; ++i) {
+        const TargetParts p = target_parts<double>(a, nullptr, nullptr, i, K, ignore, pad);
+        EXPECT_EQ(p.y[0], a[i]);
+        EXPECT_EQ(p.share[0], unmixed[i]) << i;
+        EXPECT_EQ(p.share[1], 0.0) << i;
+        EXPECT_EQ(pivot_class(p), unmixed[i] != 0 ? a[i] : -1) << i;
+    }
+    // Mixed: λ and 1 − λ, each part skipped on its own.
+    const double share_a[] = {0.25, 0, 0, 0, 0, 0.0};
+    const double share_b[] = {0.75, 0.5, 0.25, 0.875, 0.0, 1.0};
+    for (int64_t i = 0; i < 6; ++i) {
+        const TargetParts p = target_parts(a, b, lam, i, K, ignore, pad);
+        EXPECT_EQ(p.y[1], b[i]);
+        EXPECT_EQ(p.share[0], share_a[i]) << i;
+        EXPECT_EQ(p.share[1], share_b[i]) << i;
+        EXPECT_EQ(pivot_class(p), share_a[i] != 0 ? a[i] : (share_b[i] != 0 ? b[i] : -1)) << i;
+    }
+    // The Mean denominator: Σ share·w_y over the parts that count.
+    const double w[] = {0.5, 1.5, 2.0, 3.0, 4.0, 7.0};
+    EXPECT_DOUBLE_EQ(parts_denominator_term(target_parts(a, b, lam, 0, K, ignore, pad), w, ignore, pad),
+                     0.25 * 1.5 + 0.75 * 2.0);
+    EXPECT_DOUBLE_EQ(parts_denominator_term(target_parts(a, b, lam, 3, K, ignore, pad), w, ignore, pad), 0.875 * 3.0);
+    const TargetParts unmixed_bad = target_parts<double>(a, nullptr, nullptr, 3, K, ignore, pad);
+    EXPECT_DOUBLE_EQ(parts_denominator_term(unmixed_bad, w, ignore, pad), 0.0);
+}
+
+TEST(LossMath, SoftcapAndItsDerivative) {
+    for (double s : {0.5, 2.0, 30.0})
+        for (double u : {-40.0, -1.0, 0.0, 0.3, 5.0}) {
+            const double x = softcap(u, s);
+            EXPECT_NEAR(x, s * std::tanh(u / s), 1e-15);
+            const double h = 1e-6;
+            EXPECT_NEAR(softcap_grad(x, s), (softcap(u + h, s) - softcap(u - h, s)) / (2 * h), 1e-8) << s << " " << u;
+        }
+    EXPECT_EQ(softcap(7.5, 0.0), 7.5);
+    EXPECT_EQ(softcap_grad(7.5, 0.0), 1.0);
+}
+
+// A mixed row's loss and gradient against the direct formula: loss(u) = Σ_k Q_k·(lse − x_k) +
+// c·z·lse² with x = softcap(u), Q_k = Σ_parts share·q_k·w_k; the gradient by central differences.
+TEST(LossMath, PartsRowLossAndGradientMatchTheDirectFormula) {
+    std::mt19937 rng(5);
+    std::normal_distribution<double> nd(0.0, 1.5);
+    const int64_t K = 8, ignore = -100;
+    for (int64_t pad : {int64_t(-1), int64_t(6)})
+        for (double cap : {0.0, 2.5})
+            for (double z : {0.0, 0.05}) {
+                std::vector<double> u(K), w(K);
+                for (auto& v : u) v = nd(rng);
+                for (auto& v : w) v = 0.5 + std::abs(nd(rng));
+                const int64_t ta[] = {3}, tb[] = {pad >= 0 ? int64_t(1) : int64_t(7)};
+                const double lam[] = {0.3};
+                const auto sw = smooth_weights<double>(0.1, K, pad >= 0, pad >= 0);
+                const TargetParts p = target_parts(ta, tb, lam, 0, K, ignore, pad);
+                auto direct = [&](const std::vector<double>& uu) {
+                    std::vector<double> x(K);
+                    for (int64_t k = 0; k < K; ++k) x[k] = softcap(uu[k], cap);
+                    const double lse = lse_of(x);
+                    double l = 0.0;
+                    for (int64_t k = 0; k < K; ++k) {
+                        const double q =
+                            0.3 * smooth_target(sw, k, ta[0], pad) + 0.7 * smooth_target(sw, k, tb[0], pad);
+                        l += q * w[k] * (lse - x[k]);
+                    }
+                    return l + z * lse * lse;
+                };
+                std::vector<double> x(K);
+                LseState<double> st = lse_init<double>();
+                for (int64_t k = 0; k < K; ++k) {
+                    x[k] = softcap(u[k], cap);
+                    lse_update(st, x[k]);
+                }
+                const double c = ce_pivot(x[pivot_class(p)]);
+                double sum_w = 0.0, sdx = 0.0;
+                for (int64_t k = 0; k < K; ++k) {
+                    sum_w += class_mass_term(w.data(), k, pad);
+                    if (k != pad) sdx += w[k] * (x[k] - c);
+                }
+                const double x_y[2] = {x[p.y[0]], x[p.y[1]]};
+                const std::string what = "pad " + std::to_string(pad) + " cap " + std::to_string(cap) + " z " +
+                                         std::to_string(z);
+                EXPECT_NEAR(parts_row_loss(sw, p, st, c, x_y, w.data(), sum_w, sdx, z), direct(u), 1e-12) << what;
+                const PartsGrad<double> pg = parts_grad(sw, p, st, w.data(), sum_w, z);
+                EXPECT_TRUE(pg.counts);
+                const double log_s = std::log(st.s);
+                for (int64_t k = 0; k < K; ++k) {
+                    std::vector<double> up = u, um = u;
+                    const double h = 1e-6;
+                    up[k] += h;
+                    um[k] -= h;
+                    const double g = linear_ce_grad(0.5, pg.mass, softmax_prob(x[k], st.m, log_s),
+                                                    parts_target(sw, p, k, pad), w[k], x[k], cap);
+                    EXPECT_NEAR(g, 0.5 * (direct(up) - direct(um)) / (2 * h), 1e-7) << what << " class " << k;
+                }
+            }
+}
+
+TEST(LossMath, PartsOfARowThatDoesNotCountGiveNothing) {
+    const int64_t ta[] = {-100}, tb[] = {2};
+    const double lam[] = {1.0};  // the second part's share is 0
+    const TargetParts p = target_parts(ta, tb, lam, 0, 4, -100, -1);
+    const auto sw = smooth_weights<double>(0.1, 4, false, false);
+    const LseState<double> st{1.0, 2.0};
+    const double x_y[2] = {0.0, 0.0};
+    EXPECT_EQ(parts_row_loss<double>(sw, p, st, 0.0, x_y, nullptr, 4.0, 0.3, 0.1), 0.0);
+    EXPECT_FALSE(parts_grad<double>(sw, p, st, nullptr, 4.0, 0.1).counts);
+    EXPECT_EQ(parts_target(sw, p, 2, -1), 0.0);
+}
+
 TEST(LossMath, GradientOfMaskedClassIsFinite) {
     const double g = ce_grad(1.0, 1.0, softmax_prob(-kInf, 0.3, 0.2), 0.05, 1.0);
     EXPECT_DOUBLE_EQ(g, -0.05);
