@@ -95,7 +95,8 @@ Inputs check_inputs(const Tensor& hidden, const Tensor& weight, const Tensor& ta
     check_finite_nonnegative(o.z_loss, "z_loss");
     check_finite_nonnegative(o.softcap, "softcap");
     const int64_t bytes = static_cast<int64_t>(dtype_size(hidden.dtype()));
-    const LinearCrossEntropyChunks def = linear_cross_entropy_default_chunks(in.N, in.H, in.V, bytes, autograd::needs_grad({weight}));
+    const LinearCrossEntropyChunks def =
+        linear_cross_entropy_default_chunks(in.N, in.H, in.V, bytes, autograd::needs_grad({weight}));
     in.chunk_rows = checked_chunk(o.chunk_rows, def.rows, "chunk_rows");
     in.chunk_classes = checked_chunk(o.chunk_classes, def.classes, "chunk_classes");
     // The block is allocated: its size must not overflow.

@@ -256,7 +256,8 @@ void forward_impl(const LinearCrossEntropyArgs& a) {
     });
 
     // The gradient products of the block G = L [br, bv] (rows r0.., classes v0..): dh += G·W,
-    // dW = or += Gᵀ·h (the first row block writes), db likewise.
+    // dW = or += Gᵀ·h (the first row block writes; staged, the chunk's rows of dW, already copied
+    // out), db likewise.
     auto fold = [&](int64_t r0, int64_t br, int64_t v0, int64_t bv, bool par) {
         if (dh) gemm<T>(false, false, br, H, bv, L, bv, c.W + v0 * H, H, v0 == 0 ? T(0) : T(1), dh + r0 * H, H);
         if (dW) gemm<T>(true, false, bv, H, br, L, bv, c.h + r0 * H, H, r0 == 0 ? T(0) : T(1), dW + v0 * H, H);
@@ -273,42 +274,30 @@ void forward_impl(const LinearCrossEntropyArgs& a) {
         }
     };
 
-    if (staged) {
-        const bool par = N >= 2 && N * BV >= kParallelMinWork;
-        for (int64_t v0 = 0; v0 < V; v0 += BV) {
-            const int64_t bv = std::min(BV, V - v0);
-            T* Lc = dW + v0 * H;
-            block_logits(c, 0, N, v0, bv, Lc, par);
-            guarded_parallel_for(N, par, [&](int64_t r) { row_stats(c, r, Lc + r * bv, v0, bv, false); });
-        }
-        for (int64_t i = 0; i < N; ++i) loss[i] = row_loss(c, i);
-        for (int64_t v0 = 0; v0 < V; v0 += BV) {
-            const int64_t bv = std::min(BV, V - v0);
-            const T* Lc = dW + v0 * H;
-            guarded_parallel_for(N, par, [&](int64_t r) {
-                std::copy(Lc + r * bv, Lc + (r + 1) * bv, L + r * bv);
-                row_grad(c, r, L + r * bv, v0, bv, false);
-            });
-            fold(0, N, v0, bv, par);
-        }
-    } else {
+    // Where pass 1 leaves the logits of the class chunk at v0: the block, or (staged) the chunk's rows
+    // of dW, from which pass 2 copies them into the block.
+    auto logits_of = [&](int64_t v0) { return staged ? dW + v0 * H : L; };
     for (int64_t r0 = 0; r0 < N; r0 += BR) {
         const int64_t br = std::min(BR, N - r0);
         const bool par = br >= 2 && br * BV >= kParallelMinWork;
         for (int64_t v0 = 0; v0 < V; v0 += BV) {
             const int64_t bv = std::min(BV, V - v0);
-            block_logits(c, r0, br, v0, bv, L, par);
-            guarded_parallel_for(br, par, [&](int64_t r) { row_stats(c, r0 + r, L + r * bv, v0, bv, keep_exp); });
+            T* X = logits_of(v0);
+            block_logits(c, r0, br, v0, bv, X, par);
+            guarded_parallel_for(br, par, [&](int64_t r) { row_stats(c, r0 + r, X + r * bv, v0, bv, keep_exp); });
         }
         for (int64_t i = r0; i < r0 + br; ++i) loss[i] = row_loss(c, i);
         if (!grads) continue;
         for (int64_t v0 = 0; v0 < V; v0 += BV) {
             const int64_t bv = std::min(BV, V - v0);
-            if (!whole_rows) block_logits(c, r0, br, v0, bv, L, par);
-            guarded_parallel_for(br, par, [&](int64_t r) { row_grad(c, r0 + r, L + r * bv, v0, bv, keep_exp); });
+            const T* X = logits_of(v0);
+            if (!whole_rows && !staged) block_logits(c, r0, br, v0, bv, L, par);
+            guarded_parallel_for(br, par, [&](int64_t r) {
+                if (staged) std::copy(X + r * bv, X + (r + 1) * bv, L + r * bv);
+                row_grad(c, r0 + r, L + r * bv, v0, bv, keep_exp);
+            });
             fold(r0, br, v0, bv, par);
         }
-    }
     }
     if (a.reduction != Reduction::None) {
         double s = 0.0;
