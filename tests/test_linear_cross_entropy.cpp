@@ -323,13 +323,23 @@ TEST(LinearCrossEntropy, ModuleEqualsFunction) {
 
 // ---- memory -----------------------------------------------------------------------------------
 
+// An f32 head h [N, H], W [V, H], b [V] of normal draws, all requiring gradients, and the bytes of
+// those gradients.
+struct Head {
+    Tensor h, W, b;
+    size_t grad_bytes;
+};
+Head f32_head(int64_t N, int64_t H, int64_t V, uint64_t seed) {
+    Generator gen(seed);
+    Head head{randn({N, H}, {}, gen), randn({V, H}, {}, gen), randn({V}, {}, gen),
+              size_t(N * H + V * H + V) * sizeof(float)};
+    for (Tensor* t : {&head.h, &head.W, &head.b}) t->requires_grad_();
+    return head;
+}
+
 TEST(LinearCrossEntropy, PeakMemoryIsBoundedByTheBlockNotByNTimesV) {
     const int64_t N = 256, H = 16, V = 4096;
-    Generator gen(3);
-    Tensor h = randn({N, H}, {}, gen), W = randn({V, H}, {}, gen), b = randn({V}, {}, gen);
-    h.requires_grad_();
-    W.requires_grad_();
-    b.requires_grad_();
+    auto [h, W, b, grads] = f32_head(N, H, V, 3);
     const Tensor y = targets(N, V, 1);
     LinearCrossEntropyOptions o;
     o.label_smoothing = 0.1;
@@ -337,7 +347,6 @@ TEST(LinearCrossEntropy, PeakMemoryIsBoundedByTheBlockNotByNTimesV) {
     o.chunk_classes = 512;
     Allocator& a = cpu_allocator();
     const size_t logits = size_t(N * V) * sizeof(float);
-    const size_t grads = size_t(N * H + V * H + V) * sizeof(float);
     const size_t block = size_t(16 * 512) * sizeof(float);
     {
         a.reset_peak();
@@ -366,17 +375,12 @@ TEST(LinearCrossEntropy, PeakMemoryIsBoundedByTheBlockNotByNTimesV) {
 TEST(LinearCrossEntropy, PeakMemoryOfTheScheduleStagedInTheWeightGradient) {
     // N ≤ H with class chunks: the chunks' logits live in dW, the block holds one chunk's gradient.
     const int64_t N = 64, H = 64, V = 4096, chunk = 512;
-    Generator gen(4);
-    Tensor h = randn({N, H}, {}, gen), W = randn({V, H}, {}, gen), b = randn({V}, {}, gen);
-    h.requires_grad_();
-    W.requires_grad_();
-    b.requires_grad_();
+    auto [h, W, b, grads] = f32_head(N, H, V, 4);
     const Tensor y = targets(N, V, 2);
     LinearCrossEntropyOptions o;
     o.label_smoothing = 0.1;
     o.chunk_classes = chunk;
     Allocator& a = cpu_allocator();
-    const size_t grads = size_t(N * H + V * H + V) * sizeof(float);
     const size_t block = size_t(N * chunk) * sizeof(float);
     a.reset_peak();
     const size_t before = a.allocated_bytes();
