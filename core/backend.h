@@ -114,6 +114,17 @@ public:
     // ops/conv_math.h); col2im accumulates back into zero-initialised dx.
     virtual void im2col(const KernelContext& ctx, const Tensor& x, const Window2d& g, Tensor& cols) = 0;
     virtual void col2im(const KernelContext& ctx, const Tensor& cols, const Window2d& g, Tensor& dx) = 0;
+    // The convolution, x [N, C, H, W] and w [O, C·kh·kw] contiguous, bias [O] or undefined:
+    //   out[n] [O, oh·ow] = w · cols(x[n]) + bias,  cols as im2col's.
+    // Its gradients from grad [N, O, oh, ow] (contiguous), each only where defined on entry (both
+    // are overwritten; the bias gradient is a plain sum the op takes itself):
+    //   dw [O, C·kh·kw] = Σ_n grad[n] · cols(x[n])ᵀ,   dx = col2im(wᵀ · grad[n]) per image.
+    // The defaults (ops/conv.cpp) compose im2col, gemm and col2im over the whole batch; a backend
+    // overrides them to run the three back to back per image, while its columns are in cache.
+    virtual void conv2d(const KernelContext& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
+                        const Window2d& g, Tensor& out);
+    virtual void conv2d_backward(const KernelContext& ctx, const Tensor& x, const Tensor& w, const Tensor& grad,
+                                 const Window2d& g, Tensor& dx, Tensor& dw);
     // out [N, C, oh, ow] = window max (padding counts as -inf); argmax holds the flat input
     // index h·W + w of each max for the backward.
     virtual void max_pool2d(const KernelContext& ctx, const Tensor& x, const Window2d& g, Tensor& out,

@@ -1,12 +1,15 @@
 // Functional ops: values against hand-computed results, broadcasting, an f64 central-difference
 // gradient check for every differentiable op, and errors that name the op and the shapes.
 #include <gtest/gtest.h>
+#include <omp.h>
 
+#include <array>
 #include <cmath>
 #include <limits>
 
 #include "gradcheck.h"
 #include "test_util.h"
+#include "lsgrad/core/backend.h"
 #include "lsgrad/lsgrad.h"
 
 using namespace lsg;
@@ -159,27 +162,110 @@ TEST(Matmul, ShapesAndValues) {
     expect_error([&] { (void)linear(a, zeros({2, 4})); }, {"linear", "[2, 3]", "[2, 4]"});
 }
 
-TEST(Conv, ConvolutionMatchesDirectSum) {
-    Generator g(21);
-    Tensor x = randn({2, 3, 7, 6}, {.dtype = DType::f64}, g), w = randn({4, 3, 3, 2}, {.dtype = DType::f64}, g);
-    Tensor b = randn({4}, {.dtype = DType::f64}, g);
-    Tensor y = conv2d(x, w, b, {2, 1}, {1, 1});
-    ASSERT_EQ(y.shape(), (Shape{2, 4, 4, 7}));
-    const auto xv = x.to_vector<double>(), wv = w.to_vector<double>(), bv = b.to_vector<double>(), yv = y.to_vector<double>();
-    for (int n = 0; n < 2; ++n)
-        for (int o = 0; o < 4; ++o)
-            for (int i = 0; i < 4; ++i)
-                for (int j = 0; j < 7; ++j) {
-                    double ref = bv[o];
-                    for (int c = 0; c < 3; ++c)
-                        for (int u = 0; u < 3; ++u)
-                            for (int v = 0; v < 2; ++v) {
-                                const int h = i * 2 + u - 1, ww = j + v - 1;
-                                if (h >= 0 && h < 7 && ww >= 0 && ww < 6)
-                                    ref += wv[((o * 3 + c) * 3 + u) * 2 + v] * xv[((n * 3 + c) * 7 + h) * 6 + ww];
-                            }
-                    EXPECT_NEAR(yv[((n * 4 + o) * 4 + i) * 7 + j], ref, 1e-12);
-                }
+namespace {
+
+// A convolution geometry: input [N, C, H, W], weight [O, C, kh, kw], stride, padding.
+struct ConvGeometry {
+    int64_t n, c, h, w, o, kh, kw;
+    std::array<int64_t, 2> stride, pad;
+};
+
+// Every path of the CPU kernels: the shifted-plane im2col (stride 1, output as wide as the input)
+// with one and two padded rows, and kh = 1; strided and unpadded windows; padding wider than the
+// kernel; batches of more than one gradient group (8 images).
+const ConvGeometry kConvGeometries[] = {
+    {2, 3, 7, 6, 4, 3, 2, {2, 1}, {1, 1}},  {11, 2, 5, 6, 3, 3, 3, {1, 1}, {1, 1}},
+    {3, 2, 4, 5, 2, 5, 5, {1, 1}, {2, 2}},  {2, 1, 6, 4, 2, 1, 3, {1, 1}, {0, 1}},
+    {9, 2, 5, 5, 3, 3, 3, {2, 2}, {0, 0}},  {1, 2, 3, 3, 2, 3, 1, {1, 3}, {2, 0}},
+    {2, 2, 4, 3, 2, 2, 1, {1, 1}, {1, 2}},  {17, 3, 2, 9, 2, 2, 4, {1, 2}, {1, 1}},
+};
+
+// Restores the OpenMP thread count a test changed, even when an assertion returns early.
+class RestoreThreads {
+public:
+    RestoreThreads() : threads_(omp_get_max_threads()) {}
+    ~RestoreThreads() { omp_set_num_threads(threads_); }
+
+private:
+    int threads_;
+};
+
+}  // namespace
+
+TEST(Conv, ConvolutionMatchesDirectSumOnEveryPath) {
+    RestoreThreads restore;
+    for (int threads : {1, 3})
+        for (const ConvGeometry& q : kConvGeometries) {
+            omp_set_num_threads(threads);
+            SCOPED_TRACE(::testing::Message() << "threads " << threads << ", x [" << q.n << ", " << q.c << ", " << q.h
+                                              << ", " << q.w << "], weight [" << q.o << ", " << q.c << ", " << q.kh
+                                              << ", " << q.kw << "]");
+            Generator g(21);
+            Tensor x = randn({q.n, q.c, q.h, q.w}, {.dtype = DType::f64}, g);
+            Tensor w = randn({q.o, q.c, q.kh, q.kw}, {.dtype = DType::f64}, g);
+            Tensor b = randn({q.o}, {.dtype = DType::f64}, g);
+            Tensor y = conv2d(x, w, b, q.stride, q.pad);
+            const int64_t oh = (q.h + 2 * q.pad[0] - q.kh) / q.stride[0] + 1, ow = (q.w + 2 * q.pad[1] - q.kw) / q.stride[1] + 1;
+            ASSERT_EQ(y.shape(), (Shape{q.n, q.o, oh, ow}));
+            const auto xv = x.to_vector<double>(), wv = w.to_vector<double>(), bv = b.to_vector<double>();
+            const auto yv = y.to_vector<double>();
+            for (int64_t n = 0; n < q.n; ++n)
+                for (int64_t o = 0; o < q.o; ++o)
+                    for (int64_t i = 0; i < oh; ++i)
+                        for (int64_t j = 0; j < ow; ++j) {
+                            double ref = bv[o];
+                            for (int64_t c = 0; c < q.c; ++c)
+                                for (int64_t u = 0; u < q.kh; ++u)
+                                    for (int64_t v = 0; v < q.kw; ++v) {
+                                        const int64_t hh = i * q.stride[0] + u - q.pad[0], ww = j * q.stride[1] + v - q.pad[1];
+                                        if (hh >= 0 && hh < q.h && ww >= 0 && ww < q.w)
+                                            ref += wv[((o * q.c + c) * q.kh + u) * q.kw + v] *
+                                                   xv[((n * q.c + c) * q.h + hh) * q.w + ww];
+                                    }
+                            ASSERT_NEAR(yv[((n * q.o + o) * oh + i) * ow + j], ref, 1e-12) << "at " << n << ", " << o << ", " << i << ", " << j;
+                        }
+        }
+}
+
+// The CPU's fused per-image kernels against the composed defaults (whole-batch im2col, GEMM, col2im)
+// that backends without them run: the same products, so equal up to dW's summation order.
+TEST(Conv, FusedCpuKernelsMatchTheComposedDefaults) {
+    RestoreThreads restore;
+    TensorKernels& k = tensor_kernels(Device::cpu());
+    const KernelContext ctx = kernel_context(Device::cpu());
+    for (int threads : {1, 3})
+        for (const ConvGeometry& q : kConvGeometries)
+            for (DType dtype : {DType::f32, DType::f64}) {
+                omp_set_num_threads(threads);
+                SCOPED_TRACE(::testing::Message() << "threads " << threads << ", " << dtype << ", x [" << q.n << ", "
+                                                  << q.c << ", " << q.h << ", " << q.w << "], kernel [" << q.kh << ", " << q.kw << "]");
+                Generator g(5);
+                const Window2d geo{q.n, q.c, q.h, q.w, q.kh, q.kw, q.stride[0], q.stride[1], q.pad[0], q.pad[1],
+                                   (q.h + 2 * q.pad[0] - q.kh) / q.stride[0] + 1, (q.w + 2 * q.pad[1] - q.kw) / q.stride[1] + 1};
+                Tensor x = randn({q.n, q.c, q.h, q.w}, {.dtype = dtype}, g);
+                Tensor w = randn({q.o, q.c * q.kh * q.kw}, {.dtype = dtype}, g);
+                Tensor b = randn({q.o}, {.dtype = dtype}, g);
+                Tensor grad = randn({q.n, q.o, geo.out_h, geo.out_w}, {.dtype = dtype}, g);
+                Tensor fused = empty(grad.shape(), {.dtype = dtype}), composed = empty(grad.shape(), {.dtype = dtype});
+                k.conv2d(ctx, x, w, b, geo, fused);
+                k.TensorKernels::conv2d(ctx, x, w, b, geo, composed);
+                EXPECT_EQ(fused.to_vector<double>(), composed.to_vector<double>());
+                Tensor dx = empty(x.shape(), {.dtype = dtype}), dw = empty(w.shape(), {.dtype = dtype});
+                Tensor dx_ref = empty(x.shape(), {.dtype = dtype}), dw_ref = empty(w.shape(), {.dtype = dtype});
+                k.conv2d_backward(ctx, x, w, grad, geo, dx, dw);
+                k.TensorKernels::conv2d_backward(ctx, x, w, grad, geo, dx_ref, dw_ref);
+                EXPECT_EQ(dx.to_vector<double>(), dx_ref.to_vector<double>());
+                const auto a = dw.to_vector<double>(), r = dw_ref.to_vector<double>();
+                const double tol = dtype == DType::f32 ? 1e-4 : 1e-12;
+                for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], r[i], tol * (1 + std::abs(r[i]))) << "dw[" << i << "]";
+                // Only the gradients asked for are written: dx alone, then dw alone.
+                Tensor only_dx = empty(x.shape(), {.dtype = dtype}), none;
+                k.conv2d_backward(ctx, x, w, grad, geo, only_dx, none);
+                EXPECT_EQ(only_dx.to_vector<double>(), dx_ref.to_vector<double>());
+                Tensor only_dw = empty(w.shape(), {.dtype = dtype});
+                k.conv2d_backward(ctx, x, w, grad, geo, none, only_dw);
+                EXPECT_EQ(only_dw.to_vector<double>(), a);
+            }
 }
 
 TEST(Conv, MaxPool2x2VectorPathFollowsTheWindowRule) {
@@ -294,6 +380,8 @@ INSTANTIATE_TEST_SUITE_P(
         GradCase{"linear", {{5, 3}, {4, 3}, {4}}, [](auto& v) { return linear(v[0], v[1], v[2]); }},
         GradCase{"linear_no_bias_3d", {{2, 5, 3}, {4, 3}}, [](auto& v) { return linear(v[0], v[1]); }},
         GradCase{"conv2d", {{2, 2, 5, 6}, {3, 2, 3, 3}, {3}},
+                 [](auto& v) { return conv2d(v[0], v[1], v[2], {1, 1}, {1, 1}); }},
+        GradCase{"conv2d_same_padding_two_groups", {{10, 2, 4, 5}, {2, 2, 3, 3}, {2}},
                  [](auto& v) { return conv2d(v[0], v[1], v[2], {1, 1}, {1, 1}); }},
         GradCase{"conv2d_strided", {{1, 2, 7, 7}, {2, 2, 3, 2}}, [](auto& v) { return conv2d(v[0], v[1], Tensor(), {2, 3}, {0, 1}); }},
         GradCase{"max_pool2d", {{2, 2, 4, 6}}, [](auto& v) { return max_pool2d(v[0], {2, 2}); }},
