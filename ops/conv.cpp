@@ -113,7 +113,7 @@ void im2col_image(const T* __restrict img, const Window2d& g, T* __restrict cols
             // clipping leaves out are padding columns of the first and last rows, zeroed below.
             const int64_t shift = (u - g.pad_h) * W + (v - g.pad_w);
             const int64_t lo = std::max(i0 * W, -shift), hi = std::min(i1 * W, g.height * W - shift);
-            if (hi > lo) copy_run(d + lo, plane + lo + shift, hi - lo);
+            if (hi > lo) copy_run(d + lo, plane + (lo + shift), hi - lo);
             for (int64_t i = i0; i < i1; ++i) {
                 zero_run(d + i * W, j0);
                 zero_run(d + i * W + j1, W - j1);
@@ -163,6 +163,34 @@ void col2im_image(const T* __restrict cols, const Window2d& g, T* __restrict img
                     }
                 }
             }
+    }
+}
+
+// col2im_image for columns the caller no longer needs (the fused backward's scratch): a stride-1
+// "same" layer adds each shifted plane as one run (see im2col_image) after zeroing the entries of
+// the columns that wrapped around a row end, so that the run adds 0 where they land.
+template <class T>
+void col2im_image_consuming(T* __restrict cols, const Window2d& g, T* __restrict img) {
+    if (!(g.stride_h == 1 && g.stride_w == 1 && g.out_w == g.width)) return col2im_image(cols, g, img);
+    const int64_t W = g.width, L = g.out_h * g.out_w;
+    for (int64_t r = 0; r < g.channels * g.kernel_h * g.kernel_w; ++r) {
+        const int64_t c = r / (g.kernel_h * g.kernel_w), u = r / g.kernel_w % g.kernel_h, v = r % g.kernel_w;
+        T* plane = img + c * g.height * W;
+        T* d = cols + r * L;
+        const auto [j0, j1] = inside_columns(g, v);
+        const int64_t i0 = std::clamp<int64_t>(g.pad_h - u, 0, g.out_h);
+        const int64_t i1 = std::clamp<int64_t>(g.height + g.pad_h - u, i0, g.out_h);
+        for (int64_t i = i0; i < i1; ++i) {
+            zero_run(d + i * W, j0);
+            zero_run(d + i * W + j1, W - j1);
+        }
+        const int64_t shift = (u - g.pad_h) * W + (v - g.pad_w);
+        const int64_t lo = std::max(i0 * W, -shift), hi = std::min(i1 * W, g.height * W - shift);
+        if (hi <= lo) continue;
+        T* to = plane + (lo + shift);
+        const T* from = d + lo;
+#pragma omp simd
+        for (int64_t k = 0; k < hi - lo; ++k) to[k] += from[k];
     }
 }
 
@@ -270,7 +298,7 @@ void CpuTensorKernels::conv2d_backward(const KernelContext&, const Tensor& x, co
                 if (dxp) {
                     gemm_typed(true, false, CKK, L, O, wp, CKK, gn, L, T(0), dcols, L);
                     std::fill_n(dxp + n * image, image, T(0));
-                    col2im_image(dcols, g, dxp + n * image);
+                    col2im_image_consuming(dcols, g, dxp + n * image);
                 }
             }
         });
