@@ -101,7 +101,8 @@ void im2col_image(const T* __restrict img, const Window2d& g, T* __restrict cols
     for (int64_t r = 0; r < rows; ++r) {
         const int64_t c = r / (g.kernel_h * g.kernel_w), u = r / g.kernel_w % g.kernel_h, v = r % g.kernel_w;
         const T* plane = img + c * g.height * g.width;
-        const auto [j0, j1] = inside_columns(g, v);
+        const ColumnRange cols_in = inside_columns(g, v);
+        const int64_t j0 = cols_in.j0, j1 = cols_in.j1;
         if (shifted_plane) {
             const int64_t W = g.width;
             const int64_t i0 = std::clamp<int64_t>(g.pad_h - u, 0, g.out_h);
@@ -149,7 +150,8 @@ void col2im_image(const T* __restrict cols, const Window2d& g, T* __restrict img
         for (int64_t u = 0; u < g.kernel_h; ++u)
             for (int64_t v = 0; v < g.kernel_w; ++v) {
                 const T* src = cols + ((c * g.kernel_h + u) * g.kernel_w + v) * L;
-                const auto [j0, j1] = inside_columns(g, v);
+                const ColumnRange cols_in = inside_columns(g, v);
+                const int64_t j0 = cols_in.j0, j1 = cols_in.j1;
                 for (int64_t i = 0; i < g.out_h; ++i) {
                     const int64_t h = i * g.stride_h + u - g.pad_h;
                     if (h < 0 || h >= g.height) continue;
@@ -177,7 +179,8 @@ void col2im_image_consuming(T* __restrict cols, const Window2d& g, T* __restrict
         const int64_t c = r / (g.kernel_h * g.kernel_w), u = r / g.kernel_w % g.kernel_h, v = r % g.kernel_w;
         T* plane = img + c * g.height * W;
         T* d = cols + r * L;
-        const auto [j0, j1] = inside_columns(g, v);
+        const ColumnRange cols_in = inside_columns(g, v);
+        const int64_t j0 = cols_in.j0, j1 = cols_in.j1;
         const int64_t i0 = std::clamp<int64_t>(g.pad_h - u, 0, g.out_h);
         const int64_t i1 = std::clamp<int64_t>(g.height + g.pad_h - u, i0, g.out_h);
         for (int64_t i = i0; i < i1; ++i) {
