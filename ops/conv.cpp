@@ -89,38 +89,58 @@ inline void zero_run(T* d, int64_t n) {
     }
 }
 
+// A stride-1 layer whose output is as wide as its input ("same" padding, every 3×3 layer here):
+// column row (c, u, v) is plane c shifted by (u − p_h, v − p_w). Its output rows [i0, i1) lie inside
+// the image, and output index k of them pairs with plane[k + shift], except in the columns outside
+// [j0, j1), which wrapped around a row end. [lo, hi) is that run clipped to the plane; what the
+// clipping leaves out are wrapped columns of the first and last rows.
+bool is_shifted_plane(const Window2d& g) { return g.stride_h == 1 && g.stride_w == 1 && g.out_w == g.width; }
+
+struct ShiftedRun {
+    ColumnRange inside;
+    int64_t i0, i1, shift, lo, hi;
+};
+
+ShiftedRun shifted_run(const Window2d& g, int64_t u, int64_t v) {
+    const int64_t W = g.width;
+    ShiftedRun s{inside_columns(g, v), 0, 0, (u - g.pad_h) * W + (v - g.pad_w), 0, 0};
+    s.i0 = std::clamp<int64_t>(g.pad_h - u, 0, g.out_h);
+    s.i1 = std::clamp<int64_t>(g.height + g.pad_h - u, s.i0, g.out_h);
+    s.lo = std::max(s.i0 * W, -s.shift);
+    s.hi = std::min(s.i1 * W, g.height * W - s.shift);
+    return s;
+}
+
+// Zeroes the wrapped columns of rows [i0, i1) of one column row d [oh·ow].
+template <class T>
+void zero_wrapped(T* d, const Window2d& g, const ShiftedRun& s) {
+    for (int64_t i = s.i0; i < s.i1; ++i) {
+        zero_run(d + i * g.width, s.inside.j0);
+        zero_run(d + i * g.width + s.inside.j1, g.width - s.inside.j1);
+    }
+}
+
 // One image's columns: cols[(c·kh + u)·kw + v, i·ow + j] = img[c, i·s_h + u − p_h, j·s_w + v − p_w],
 // or 0 in the padding. img is [C, H, W], cols [C·kh·kw, oh·ow].
 template <class T>
 void im2col_image(const T* __restrict img, const Window2d& g, T* __restrict cols) {
     const int64_t rows = g.channels * g.kernel_h * g.kernel_w, L = g.out_h * g.out_w;
-    // Stride 1 with the output as wide as the input ("same" padding, every 3×3 layer here): row r
-    // is the plane shifted by (u − p_h, v − p_w), so its rows inside the image copy as one run, and
-    // the few columns that wrapped around a row end are zeroed after.
-    const bool shifted_plane = g.stride_h == 1 && g.stride_w == 1 && g.out_w == g.width;
+    const bool shifted_plane = is_shifted_plane(g);
     for (int64_t r = 0; r < rows; ++r) {
         const int64_t c = r / (g.kernel_h * g.kernel_w), u = r / g.kernel_w % g.kernel_h, v = r % g.kernel_w;
         const T* plane = img + c * g.height * g.width;
-        const ColumnRange cols_in = inside_columns(g, v);
-        const int64_t j0 = cols_in.j0, j1 = cols_in.j1;
         if (shifted_plane) {
-            const int64_t W = g.width;
-            const int64_t i0 = std::clamp<int64_t>(g.pad_h - u, 0, g.out_h);
-            const int64_t i1 = std::clamp<int64_t>(g.height + g.pad_h - u, i0, g.out_h);
+            // The rows inside the image copy as one run; the rest, and the wrapped columns, are zeros.
+            const ShiftedRun s = shifted_run(g, u, v);
             T* d = cols + r * L;
-            zero_run(d, i0 * W);
-            zero_run(d + i1 * W, (g.out_h - i1) * W);
-            // Output index k reads plane[k + shift]; the run is clipped to the plane, and what the
-            // clipping leaves out are padding columns of the first and last rows, zeroed below.
-            const int64_t shift = (u - g.pad_h) * W + (v - g.pad_w);
-            const int64_t lo = std::max(i0 * W, -shift), hi = std::min(i1 * W, g.height * W - shift);
-            if (hi > lo) copy_run(d + lo, plane + (lo + shift), hi - lo);
-            for (int64_t i = i0; i < i1; ++i) {
-                zero_run(d + i * W, j0);
-                zero_run(d + i * W + j1, W - j1);
-            }
+            zero_run(d, s.i0 * g.width);
+            zero_run(d + s.i1 * g.width, (g.out_h - s.i1) * g.width);
+            if (s.hi > s.lo) copy_run(d + s.lo, plane + (s.lo + s.shift), s.hi - s.lo);
+            zero_wrapped(d, g, s);
             continue;
         }
+        const ColumnRange cols_in = inside_columns(g, v);
+        const int64_t j0 = cols_in.j0, j1 = cols_in.j1;
         for (int64_t i = 0; i < g.out_h; ++i) {
             const int64_t h = i * g.stride_h + u - g.pad_h;
             T* d = cols + r * L + i * g.out_w;
@@ -173,27 +193,18 @@ void col2im_image(const T* __restrict cols, const Window2d& g, T* __restrict img
 // the columns that wrapped around a row end, so that the run adds 0 where they land.
 template <class T>
 void col2im_image_consuming(T* __restrict cols, const Window2d& g, T* __restrict img) {
-    if (!(g.stride_h == 1 && g.stride_w == 1 && g.out_w == g.width)) return col2im_image(cols, g, img);
-    const int64_t W = g.width, L = g.out_h * g.out_w;
+    if (!is_shifted_plane(g)) return col2im_image(cols, g, img);
+    const int64_t L = g.out_h * g.out_w;
     for (int64_t r = 0; r < g.channels * g.kernel_h * g.kernel_w; ++r) {
         const int64_t c = r / (g.kernel_h * g.kernel_w), u = r / g.kernel_w % g.kernel_h, v = r % g.kernel_w;
-        T* plane = img + c * g.height * W;
+        const ShiftedRun s = shifted_run(g, u, v);
         T* d = cols + r * L;
-        const ColumnRange cols_in = inside_columns(g, v);
-        const int64_t j0 = cols_in.j0, j1 = cols_in.j1;
-        const int64_t i0 = std::clamp<int64_t>(g.pad_h - u, 0, g.out_h);
-        const int64_t i1 = std::clamp<int64_t>(g.height + g.pad_h - u, i0, g.out_h);
-        for (int64_t i = i0; i < i1; ++i) {
-            zero_run(d + i * W, j0);
-            zero_run(d + i * W + j1, W - j1);
-        }
-        const int64_t shift = (u - g.pad_h) * W + (v - g.pad_w);
-        const int64_t lo = std::max(i0 * W, -shift), hi = std::min(i1 * W, g.height * W - shift);
-        if (hi <= lo) continue;
-        T* to = plane + (lo + shift);
-        const T* from = d + lo;
+        zero_wrapped(d, g, s);
+        if (s.hi <= s.lo) continue;
+        T* to = img + c * g.height * g.width + (s.lo + s.shift);
+        const T* from = d + s.lo;
 #pragma omp simd
-        for (int64_t k = 0; k < hi - lo; ++k) to[k] += from[k];
+        for (int64_t k = 0; k < s.hi - s.lo; ++k) to[k] += from[k];
     }
 }
 
@@ -214,11 +225,6 @@ void gemm_typed(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const double*
 // (images in order within a group, then groups in order) does not depend on the thread count.
 constexpr int64_t kImagesPerGradGroup = 8;
 
-// Whether the per-image work runs one image per thread: a product this small does not parallelise
-// itself (see gemm.cpp), and the batch gives every thread whole images.
-bool images_across_threads(int64_t units, int64_t product) {
-    return units > 1 && omp_get_max_threads() > 1 && product < (int64_t(1) << 24);
-}
 
 }  // namespace
 
@@ -249,7 +255,7 @@ void CpuTensorKernels::conv2d(const KernelContext&, const Tensor& x, const Tenso
                               const Window2d& g, Tensor& out) {
     visit_dtype<float, double>(x.dtype(), [&]<class T>() {
         const int64_t O = w.shape()[0], CKK = g.channels * g.kernel_h * g.kernel_w, L = g.out_h * g.out_w;
-        const bool across = images_across_threads(g.batch, O * CKK * L);
+        const bool across = detail::gemm_batch_across_threads(g.batch, O * CKK * L);
         Tensor scratch = empty({across ? omp_get_max_threads() : 1, CKK, L}, {.dtype = x.dtype()});
         const T* xp = static_cast<const T*>(x.raw_data());
         const T* wp = static_cast<const T*>(w.raw_data());
@@ -276,7 +282,7 @@ void CpuTensorKernels::conv2d_backward(const KernelContext&, const Tensor& x, co
         const int64_t O = w.shape()[0], CKK = g.channels * g.kernel_h * g.kernel_w, L = g.out_h * g.out_w;
         const int64_t image = g.channels * g.height * g.width;
         const int64_t groups = (g.batch + kImagesPerGradGroup - 1) / kImagesPerGradGroup;
-        const bool across = images_across_threads(groups, O * CKK * L);
+        const bool across = detail::gemm_batch_across_threads(groups, O * CKK * L);
         const int64_t slots = across ? omp_get_max_threads() : 1;
         const TensorOptions like{.dtype = x.dtype()};
         Tensor scratch = empty({slots, (dw.defined() ? 1 : 0) + (dx.defined() ? 1 : 0), CKK, L}, like);

@@ -325,6 +325,10 @@ bool gemm_trivial(const char* op, bool trans_a, bool trans_b, int64_t m, int64_t
 
 }  // namespace
 
+bool gemm_batch_across_threads(int64_t batch, int64_t product) {
+    return batch > 1 && product < (int64_t(1) << 24) && omp_get_max_threads() > 1;
+}
+
 void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
               int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
     if (gemm_trivial("gemm_f32", trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;

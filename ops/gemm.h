@@ -18,6 +18,11 @@ namespace lsg::detail {
 void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
               int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
+// Whether a batch of `batch` independent products, each of m·n·k = `product` multiply-adds, runs
+// one product per thread (each on one thread) rather than one after another, each parallel inside:
+// below 2^24 a product is too small to pay for waking a team (see gemm.cpp).
+bool gemm_batch_across_threads(int64_t batch, int64_t product);
+
 // The same product in double precision, for gradient checks and f64 tensors.
 void gemm_f64(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
               int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc);

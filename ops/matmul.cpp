@@ -1,8 +1,6 @@
 // Matrix products: forward, backward and the CPU GEMM dispatch.
 #include "lsgrad/ops/matmul.h"
 
-#include <omp.h>
-
 #include <algorithm>
 
 #include "lsgrad/core/autograd.h"
@@ -24,7 +22,7 @@ void CpuTensorKernels::gemm(const KernelContext&, bool trans_a, bool trans_b, in
     // Many small products (a convolution's per-image GEMMs, below the size at which the GEMM
     // parallelises itself) run one per thread; a large product parallelises inside the GEMM. Either
     // way each C[i] is computed by one fixed schedule.
-    const bool across = batch > 1 && m * n * k < (int64_t(1) << 24) && omp_get_max_threads() > 1;
+    const bool across = detail::gemm_batch_across_threads(batch, m * n * k);
     // Typed pointers are taken (and their dtype checks run) before the region; the kernels' own
     // checks and allocations may still throw, so the loop is guarded.
     LSG_CHECK_OP("gemm", a.dtype() == c.dtype() && b.dtype() == c.dtype() && is_floating(c.dtype()), "operands ",
