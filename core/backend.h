@@ -115,18 +115,23 @@ public:
     virtual void im2col(const KernelContext& ctx, const Tensor& x, const Window2d& g, Tensor& cols) = 0;
     virtual void col2im(const KernelContext& ctx, const Tensor& cols, const Window2d& g, Tensor& dx) = 0;
     // The convolution, x [N, C, H, W] and w [O, C·kh·kw] contiguous, bias [O] or undefined:
-    //   out[n] [O, oh·ow] = w · cols(x[n]) + bias,  cols as im2col's.
-    // Its gradients from grad [N, O, oh, ow] (contiguous), each only where defined on entry (both
-    // are overwritten; the bias gradient is a plain sum the op takes itself):
-    //   dw [O, C·kh·kw] = Σ_n grad[n] · cols(x[n])ᵀ,   dx = col2im(wᵀ · grad[n]) per image.
-    // The defaults (ops/conv.cpp) compose im2col, gemm and col2im over the whole batch; a backend
-    // overrides them to run the three back to back per image, while its columns are in cache.
+    //   out[n] [O, oh·ow] = w · cols(x[n]) + bias,  cols as im2col's,
+    // then out = max(out, 0) (apply_unary's relu) when relu: conv2d_relu's epilogue, applied while
+    // the image's output is in cache. Its gradients from grad [N, O, oh, ow] (contiguous), first
+    // masked by the ReLU where relu_out (that forward's output) is defined:
+    //   g = grad · relu'(relu_out),  else g = grad,
+    // then each only where defined on entry (all are overwritten):
+    //   dw [O, C·kh·kw] = Σ_n g[n] · cols(x[n])ᵀ,   dx = col2im(wᵀ · g[n]) per image,
+    //   db [O] = Σ_{n, l} g[n, o, l].
+    // The defaults (ops/conv.cpp) compose im2col, gemm, col2im and the elementwise kernels over the
+    // whole batch; a backend overrides them to run it all back to back per image, in cache.
     virtual void conv2d(const KernelContext& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
-                        const Window2d& g, Tensor& out);
+                        const Window2d& g, bool relu, Tensor& out);
     virtual void conv2d_backward(const KernelContext& ctx, const Tensor& x, const Tensor& w, const Tensor& grad,
-                                 const Window2d& g, Tensor& dx, Tensor& dw);
+                                 const Tensor& relu_out, const Window2d& g, Tensor& dx, Tensor& dw, Tensor& db);
     // out [N, C, oh, ow] = window max (padding counts as -inf); argmax holds the flat input
-    // index h·W + w of each max for the backward.
+    // index h·W + w of each max for the backward, which writes every element of dx [N, C, H, W]:
+    // dx[p, h, w] = Σ grad over the windows of plane p whose argmax is (h, w), 0 where none is.
     virtual void max_pool2d(const KernelContext& ctx, const Tensor& x, const Window2d& g, Tensor& out,
                             Tensor& argmax) = 0;
     virtual void max_pool2d_backward(const KernelContext& ctx, const Tensor& grad, const Tensor& argmax,

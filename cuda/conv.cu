@@ -54,7 +54,7 @@ __global__ void col2im_kernel(const T* cols, Window2d g, T* dx) {
                 acc += cols[detail::col_offset(g, n, (c * g.kernel_h + u) * g.kernel_w + v) + i * g.out_w + j];
             }
         }
-        dx[k] += acc;
+        dx[k] = acc;
     }
 }
 
@@ -69,7 +69,7 @@ __global__ void max_pool2d_kernel(const T* x, Window2d g, T* out, int64_t* argma
     }
 }
 
-// dx[p, h, w] += Σ grad over the windows of plane p whose argmax is (h, w).
+// dx[p, h, w] = Σ grad over the windows of plane p whose argmax is (h, w): every element written.
 template <class T>
 __global__ void max_pool2d_backward_kernel(const T* grad, const int64_t* argmax, Window2d g, T* dx) {
     const int64_t L = g.out_h * g.out_w, total = g.batch * g.channels * g.height * g.width;
@@ -84,7 +84,7 @@ __global__ void max_pool2d_backward_kernel(const T* grad, const int64_t* argmax,
                 const int64_t o = p * L + i * g.out_w + j;
                 if (argmax[o] == flat) acc += grad[o];
             }
-        dx[k] += acc;
+        dx[k] = acc;
     }
 }
 

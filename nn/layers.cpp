@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <sstream>
+#include <typeinfo>
 
 #include "lsgrad/core/autograd.h"
 #include "lsgrad/core/error.h"
@@ -79,6 +80,12 @@ Tensor Conv2d::forward(const Tensor& x) {
     return conv2d(x, weight, bias, {stride.h, stride.w}, {padding.h, padding.w});
 }
 
+Tensor Conv2d::forward_relu(const Tensor& x) const {
+    LSG_CHECK(x.dim() == 4 && x.size(1) == in_channels, name(), " expects input [N, ", in_channels,
+              ", H, W], got ", x.shape());
+    return conv2d_relu(x, weight, bias, {stride.h, stride.w}, {padding.h, padding.w});
+}
+
 std::string Conv2d::name() const {
     std::ostringstream os;
     os << "Conv2d(" << in_channels << ", " << out_channels << ", kernel_size=" << pair_str(kernel_size)
@@ -148,9 +155,22 @@ void Sequential::push_back(std::shared_ptr<Module> module) {
     layers_.push_back(std::move(module));
 }
 
-Tensor Sequential::forward(const Tensor& x) {
+Tensor Sequential::forward(const Tensor& x) { return apply(x, layers_.size()); }
+
+Tensor Sequential::apply(const Tensor& x, size_t end) {
     Tensor h = x;
-    for (const auto& layer : layers_) h = layer->forward(h);
+    for (size_t i = 0; i < end; ++i) {
+        // A Conv2d followed by a ReLU runs as lsg::conv2d_relu: the same values and gradients
+        // without a pass over the activations for the ReLU. Exact types only, so that a subclass's
+        // own forward is never bypassed.
+        const Module& layer = *layers_[i];
+        if (i + 1 < end && typeid(layer) == typeid(Conv2d) && typeid(*layers_[i + 1]) == typeid(ReLU)) {
+            h = static_cast<const Conv2d&>(layer).forward_relu(h);
+            ++i;
+            continue;
+        }
+        h = layers_[i]->forward(h);
+    }
     return h;
 }
 
@@ -173,10 +193,7 @@ std::shared_ptr<Linear> Sequential::get_classifier() const {
 }
 
 Tensor Sequential::forward_pre_logits(const Tensor& x) {
-    const size_t end = last_linear_index("Sequential::forward_pre_logits");
-    Tensor h = x;
-    for (size_t i = 0; i < end; ++i) h = layers_[i]->forward(h);
-    return h;
+    return apply(x, last_linear_index("Sequential::forward_pre_logits"));
 }
 
 // ---- BatchNorm2d -------------------------------------------------------------------------------

@@ -42,6 +42,8 @@ public:
     Conv2d(int64_t in_channels, int64_t out_channels, Size2 kernel_size, Size2 stride = 1, Size2 padding = 0,
            bool bias = true, Generator& gen = default_generator());
     Tensor forward(const Tensor& x) override;
+    // relu(forward(x)) as one op (lsg::conv2d_relu); Sequential calls it for a Conv2d followed by a ReLU.
+    Tensor forward_relu(const Tensor& x) const;
     std::string name() const override;
     void reset_parameters(Generator& gen = default_generator());
 
@@ -88,7 +90,9 @@ public:
     int64_t start_dim, end_dim;
 };
 
-// Applies its children in order; they are named "0", "1", ... as in torch.nn.Sequential.
+// Applies its children in order; they are named "0", "1", ... as in torch.nn.Sequential. A Conv2d
+// directly followed by a ReLU (exactly those types) runs as one op, lsg::conv2d_relu, with the same
+// values and gradients.
 //   auto net = std::make_shared<Sequential>(std::make_shared<Linear>(784, 256),
 //                                           std::make_shared<ReLU>(), std::make_shared<Linear>(256, 10));
 class Sequential : public Module {
@@ -117,6 +121,8 @@ public:
     Tensor forward_pre_logits(const Tensor& x);
 
 private:
+    // Applies children [0, end) in order, a Conv2d followed by a ReLU as one fused op.
+    Tensor apply(const Tensor& x, size_t end);
     // Index of the last Linear child; throws naming `op` when there is none.
     size_t last_linear_index(const char* op) const;
 

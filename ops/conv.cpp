@@ -14,6 +14,7 @@
 #include "lsgrad/ops/conv_math.h"
 #include "lsgrad/ops/cpu_isa.h"
 #include "lsgrad/ops/cpu_kernels.h"
+#include "lsgrad/ops/elementwise_math.h"
 #include "lsgrad/ops/gemm.h"
 #include "lsgrad/ops/reduce.h"
 
@@ -249,10 +250,18 @@ void CpuTensorKernels::col2im(const KernelContext&, const Tensor& cols, const Wi
     });
 }
 
+// relu' of the ReLU's output y: y > 0 exactly where its input was (a NaN input gives y = 0, as it
+// gives relu'(x) = 0), so the fused backward masks with the output it keeps.
+template <class T>
+inline T relu_grad(T grad, T y) {
+    return grad * detail::unary_derivative(UnaryOp::relu, y, y, T(0), T(0));
+}
+
 // Per image: im2col into this thread's scratch (L2-sized for MNIST-class layers), the bias rows, the
-// GEMM reading the columns while they are hot. No [N, C·kh·kw, oh·ow] buffer is written.
+// GEMM reading the columns while they are hot, the ReLU while the output is. No [N, C·kh·kw, oh·ow]
+// buffer is written.
 void CpuTensorKernels::conv2d(const KernelContext&, const Tensor& x, const Tensor& w, const Tensor& bias,
-                              const Window2d& g, Tensor& out) {
+                              const Window2d& g, bool relu, Tensor& out) {
     visit_dtype<float, double>(x.dtype(), [&]<class T>() {
         const int64_t O = w.shape()[0], CKK = g.channels * g.kernel_h * g.kernel_w, L = g.out_h * g.out_w;
         const bool across = detail::gemm_batch_across_threads(g.batch, O * CKK * L);
@@ -269,40 +278,68 @@ void CpuTensorKernels::conv2d(const KernelContext&, const Tensor& x, const Tenso
             if (bp)
                 for (int64_t r = 0; r < O; ++r) std::fill_n(o + r * L, L, bp[r]);
             gemm_typed(false, false, O, L, CKK, wp, CKK, cols, L, bp ? T(1) : T(0), o, L);
+            if (relu) {
+#pragma omp simd
+                for (int64_t e = 0; e < O * L; ++e) o[e] = detail::apply_unary(UnaryOp::relu, o[e], T(0), T(0));
+            }
         });
     });
 }
 
-// Per group of kImagesPerGradGroup images, per image: the columns again (cheaper than keeping
-// [N, C·kh·kw, oh·ow] from the forward), dW's partial += grad[n]·colsᵀ, dcols = wᵀ·grad[n] and
-// their col2im into dx[n], all in one thread's cache. The groups' partials are summed in order.
+// Per group of kImagesPerGradGroup images, per image: the ReLU's mask applied to grad[n] (into
+// scratch), its row sums added to the group's db, the columns again (cheaper than keeping
+// [N, C·kh·kw, oh·ow] from the forward), dW's partial += g[n]·colsᵀ, dcols = wᵀ·g[n] and their
+// col2im into dx[n], all in one thread's cache. The groups' partials are summed in order, so the
+// summation order does not depend on the thread count.
 void CpuTensorKernels::conv2d_backward(const KernelContext&, const Tensor& x, const Tensor& w, const Tensor& grad,
-                                       const Window2d& g, Tensor& dx, Tensor& dw) {
+                                       const Tensor& relu_out, const Window2d& g, Tensor& dx, Tensor& dw, Tensor& db) {
     visit_dtype<float, double>(x.dtype(), [&]<class T>() {
         const int64_t O = w.shape()[0], CKK = g.channels * g.kernel_h * g.kernel_w, L = g.out_h * g.out_w;
         const int64_t image = g.channels * g.height * g.width;
         const int64_t groups = (g.batch + kImagesPerGradGroup - 1) / kImagesPerGradGroup;
         const bool across = detail::gemm_batch_across_threads(groups, O * CKK * L);
         const int64_t slots = across ? omp_get_max_threads() : 1;
+        const bool masked = relu_out.defined();
+        // Per thread: the columns (for dw), dcols (for dx) and the masked gradient of one image.
+        const int64_t cols_size = dw.defined() ? CKK * L : 0, dcols_size = dx.defined() ? CKK * L : 0;
+        const int64_t per_slot = cols_size + dcols_size + (masked ? O * L : 0);
         const TensorOptions like{.dtype = x.dtype()};
-        Tensor scratch = empty({slots, (dw.defined() ? 1 : 0) + (dx.defined() ? 1 : 0), CKK, L}, like);
-        Tensor partial = dw.defined() ? empty({groups, O, CKK}, like) : Tensor();
+        Tensor scratch = empty({slots, per_slot}, like);
+        // Per group: dw's partial [O, CKK], then db's [O].
+        const int64_t part_size = (dw.defined() ? O * CKK : 0) + (db.defined() ? O : 0);
+        Tensor partial = empty({groups, part_size}, like);
         const T* xp = static_cast<const T*>(x.raw_data());
         const T* wp = static_cast<const T*>(w.raw_data());
         const T* gp = static_cast<const T*>(grad.raw_data());
+        const T* yp = masked ? static_cast<const T*>(relu_out.raw_data()) : nullptr;
         T* sp = static_cast<T*>(scratch.raw_data());
-        T* pp = dw.defined() ? static_cast<T*>(partial.raw_data()) : nullptr;
+        T* pp = static_cast<T*>(partial.raw_data());
         T* dxp = dx.defined() ? static_cast<T*>(dx.raw_data()) : nullptr;
-        const int64_t per_slot = scratch.numel() / slots;
         guarded_parallel_for(groups, across, [&](int64_t grp) {
             T* cols = sp + (across ? omp_get_thread_num() : 0) * per_slot;
-            T* dcols = pp ? cols + CKK * L : cols;
+            T* dcols = cols + cols_size;
+            T* gm = dcols + dcols_size;
+            T* pdw = dw.defined() ? pp + grp * part_size : nullptr;
+            T* pdb = db.defined() ? pp + grp * part_size + part_size - O : nullptr;
             const int64_t n0 = grp * kImagesPerGradGroup, n1 = std::min(g.batch, n0 + kImagesPerGradGroup);
             for (int64_t n = n0; n < n1; ++n) {
                 const T* gn = gp + n * O * L;
-                if (pp) {
+                if (yp) {
+                    const T* yn = yp + n * O * L;
+#pragma omp simd
+                    for (int64_t e = 0; e < O * L; ++e) gm[e] = relu_grad(gn[e], yn[e]);
+                    gn = gm;
+                }
+                if (pdb)
+                    for (int64_t o = 0; o < O; ++o) {
+                        T s = T(0);
+#pragma omp simd reduction(+ : s)
+                        for (int64_t l = 0; l < L; ++l) s += gn[o * L + l];
+                        pdb[o] = n == n0 ? s : pdb[o] + s;
+                    }
+                if (pdw) {
                     im2col_image(xp + n * image, g, cols);
-                    gemm_typed(false, true, O, CKK, L, gn, L, cols, L, n == n0 ? T(0) : T(1), pp + grp * O * CKK, CKK);
+                    gemm_typed(false, true, O, CKK, L, gn, L, cols, L, n == n0 ? T(0) : T(1), pdw, CKK);
                 }
                 if (dxp) {
                     gemm_typed(true, false, CKK, L, O, wp, CKK, gn, L, T(0), dcols, L);
@@ -311,14 +348,17 @@ void CpuTensorKernels::conv2d_backward(const KernelContext&, const Tensor& x, co
                 }
             }
         });
-        if (!pp) return;
-        T* dwp = static_cast<T*>(dw.raw_data());
-        const int64_t size = O * CKK;
-#pragma omp parallel for schedule(static) if (size * groups >= kParallelGrain)
-        for (int64_t e = 0; e < size; ++e) {
-            T s = T(0);  // an empty batch has a zero gradient
-            for (int64_t grp = 0; grp < groups; ++grp) s += pp[grp * size + e];
-            dwp[e] = s;
+        // The sums over groups, in group order (an empty batch has zero gradients).
+        if (part_size == 0) return;
+        T* dwp = dw.defined() ? static_cast<T*>(dw.raw_data()) : nullptr;
+        T* dbp = db.defined() ? static_cast<T*>(db.raw_data()) : nullptr;
+        const int64_t dw_size = dwp ? O * CKK : 0;
+#pragma omp parallel for schedule(static) if (part_size * groups >= kParallelGrain)
+        for (int64_t e = 0; e < part_size; ++e) {
+            T s = T(0);
+            for (int64_t grp = 0; grp < groups; ++grp) s += pp[grp * part_size + e];
+            if (e < dw_size) dwp[e] = s;
+            else dbp[e - dw_size] = s;
         }
     });
 }
@@ -435,9 +475,15 @@ void CpuTensorKernels::max_pool2d_backward(const KernelContext&, const Tensor& g
         const int64_t* ap = argmax.data<int64_t>();
         T* dp = static_cast<T*>(dx.raw_data());
         const int64_t planes = g.batch * g.channels, L = g.out_h * g.out_w;
-#pragma omp parallel for schedule(static) if (planes * L >= kParallelGrain)
-        for (int64_t p = 0; p < planes; ++p)
-            for (int64_t k = 0; k < L; ++k) dp[p * g.height * g.width + ap[p * L + k]] += gp[p * L + k];
+        const int64_t HW = g.height * g.width;
+        // Each plane is zeroed just before its scatter, while it is in cache: no separate pass
+        // zeroes dx first.
+#pragma omp parallel for schedule(static) if (planes * HW >= kParallelGrain)
+        for (int64_t p = 0; p < planes; ++p) {
+            T* d = dp + p * HW;
+            std::fill_n(d, HW, T(0));
+            for (int64_t k = 0; k < L; ++k) d[ap[p * L + k]] += gp[p * L + k];
+        }
     });
 }
 
@@ -446,31 +492,39 @@ void CpuTensorKernels::max_pool2d_backward(const KernelContext&, const Tensor& g
 // whole batch, each one launch.
 
 void TensorKernels::conv2d(const KernelContext& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
-                           const Window2d& g, Tensor& out) {
+                           const Window2d& g, bool relu, Tensor& out) {
     const int64_t O = w.shape()[0], CKK = g.channels * g.kernel_h * g.kernel_w, L = g.out_h * g.out_w;
     Tensor cols = empty({g.batch, CKK, L}, {.dtype = x.dtype(), .device = x.device()});
     im2col(ctx, x, g, cols);
     // The bias is preloaded into the accumulator, and out[n] = W · cols[n] comes out in NCHW order.
     if (bias.defined()) out.view({g.batch, O, L}).copy_(bias.view({1, O, 1}).expand({g.batch, O, L}));
     gemm(ctx, false, false, O, L, CKK, 1.0, w, 0, cols, CKK * L, bias.defined() ? 1.0 : 0.0, out, O * L, g.batch);
+    if (relu) unary(ctx, UnaryOp::relu, out, out, 0.0, 0.0);
 }
 
 void TensorKernels::conv2d_backward(const KernelContext& ctx, const Tensor& x, const Tensor& w, const Tensor& grad,
-                                    const Window2d& g, Tensor& dx, Tensor& dw) {
+                                    const Tensor& relu_out, const Window2d& g, Tensor& dx, Tensor& dw, Tensor& db) {
     const int64_t O = w.shape()[0], CKK = g.channels * g.kernel_h * g.kernel_w, L = g.out_h * g.out_w;
     const TensorOptions like{.dtype = x.dtype(), .device = x.device()};
+    Tensor gm = grad;
+    if (relu_out.defined()) {
+        // relu'(x) from the output: y > 0 exactly where x > 0.
+        gm = empty(grad.shape(), like);
+        unary_backward(ctx, UnaryOp::relu, grad, relu_out, relu_out, gm, 0.0, 0.0);
+    }
     if (dw.defined()) {
-        // dW = Σ_n grad[n] · cols[n]ᵀ: the per-image products as one batched GEMM, then a
+        // dW = Σ_n g[n] · cols[n]ᵀ: the per-image products as one batched GEMM, then a
         // fixed-order sum over the batch.
         Tensor cols = empty({g.batch, CKK, L}, like);
         im2col(ctx, x, g, cols);
         Tensor per_image = empty({g.batch, O, CKK}, like);
-        gemm(ctx, false, true, O, CKK, L, 1.0, grad, O * L, cols, CKK * L, 0.0, per_image, O * CKK, g.batch);
+        gemm(ctx, false, true, O, CKK, L, 1.0, gm, O * L, cols, CKK * L, 0.0, per_image, O * CKK, g.batch);
         dw.copy_(sum(per_image, {0}));
     }
+    if (db.defined()) db.copy_(sum(gm.view({g.batch, O, L}), {0, 2}));
     if (dx.defined()) {
         Tensor dcols = empty({g.batch, CKK, L}, like);
-        gemm(ctx, true, false, CKK, L, O, 1.0, w, 0, grad, O * L, 0.0, dcols, CKK * L, g.batch);
+        gemm(ctx, true, false, CKK, L, O, 1.0, w, 0, gm, O * L, 0.0, dcols, CKK * L, g.batch);
         fill(ctx, dx, 0.0);
         col2im(ctx, dcols, g, dx);
     }
@@ -510,39 +564,57 @@ Window2d window(const char* op, const Tensor& x, int64_t kh, int64_t kw, std::ar
 
 }  // namespace
 
-Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, std::array<int64_t, 2> stride,
-              std::array<int64_t, 2> padding) {
-    LSG_CHECK(weight.dim() == 4, "expects weight [O, C, kh, kw], got shape ", weight.shape());
-    LSG_CHECK(x.dtype() == weight.dtype() && is_floating(x.dtype()), "input ", x.dtype(), " and weight ", weight.dtype(),
-              " must be the same floating dtype");
-    LSG_CHECK(x.device() == weight.device(), "input on ", x.device(), ", weight on ", weight.device());
-    const Window2d g = window("conv2d", x, weight.shape()[2], weight.shape()[3], stride, padding);
-    LSG_CHECK(weight.shape()[1] == g.channels, "input ", x.shape(), " has ", g.channels, " channels, weight ",
-              weight.shape(), " expects ", weight.shape()[1]);
-    const int64_t O = weight.shape()[0], CKK = g.channels * g.kernel_h * g.kernel_w, L = g.out_h * g.out_w;
+namespace {
+
+// conv2d, followed by the ReLU when relu (conv2d_relu); `op` names the public function in errors.
+Tensor convolution(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias,
+                   std::array<int64_t, 2> stride, std::array<int64_t, 2> padding, bool relu) {
+    LSG_CHECK_OP(op, weight.dim() == 4, "expects weight [O, C, kh, kw], got shape ", weight.shape());
+    LSG_CHECK_OP(op, x.dtype() == weight.dtype() && is_floating(x.dtype()), "input ", x.dtype(), " and weight ",
+                 weight.dtype(), " must be the same floating dtype");
+    LSG_CHECK_OP(op, x.device() == weight.device(), "input on ", x.device(), ", weight on ", weight.device());
+    const Window2d g = window(op, x, weight.shape()[2], weight.shape()[3], stride, padding);
+    LSG_CHECK_OP(op, weight.shape()[1] == g.channels, "input ", x.shape(), " has ", g.channels, " channels, weight ",
+                 weight.shape(), " expects ", weight.shape()[1]);
+    const int64_t O = weight.shape()[0], CKK = g.channels * g.kernel_h * g.kernel_w;
     if (bias.defined())
-        LSG_CHECK(bias.dim() == 1 && bias.shape()[0] == O && bias.dtype() == x.dtype() && bias.device() == x.device(),
-                  "bias ", bias.shape(), " does not match weight ", weight.shape());
+        LSG_CHECK_OP(op, bias.dim() == 1 && bias.shape()[0] == O && bias.dtype() == x.dtype() && bias.device() == x.device(),
+                     "bias ", bias.shape(), " does not match weight ", weight.shape());
     Tensor xc = x.detach().contiguous();
     Tensor w2 = weight.detach().contiguous().view({O, CKK});
     Tensor out = empty({g.batch, O, g.out_h, g.out_w}, {.dtype = x.dtype(), .device = x.device()});
     tensor_kernels(x.device()).conv2d(kernel_context(x.device()), xc, w2, bias.defined() ? bias.detach().contiguous() : Tensor(),
-                                      g, out);
-    const bool gx = x.requires_grad(), gw = weight.requires_grad();
+                                      g, relu, out);
+    const bool gx = x.requires_grad(), gw = weight.requires_grad(), gb = bias.defined() && bias.requires_grad();
     // The backward keeps the input, not its columns: they are rebuilt per image (9× smaller for a
     // 3×3 kernel, and the rebuild is cheaper than a pass over a saved [N, C·kh·kw, oh·ow] buffer).
-    auto backward = [=](const Tensor& grad) {
+    // With the ReLU it keeps the output too, for the mask (detached: the output holds this node).
+    auto backward = [=, y = relu ? out.detach() : Tensor()](const Tensor& grad) {
         const TensorOptions gl{.dtype = grad.dtype(), .device = grad.device()};
-        Tensor g3 = grad.contiguous();
         Tensor dx = gx ? empty({g.batch, g.channels, g.height, g.width}, gl) : Tensor();
         Tensor dw = gw ? empty({O, CKK}, gl) : Tensor();
-        if (gx || gw) tensor_kernels(grad.device()).conv2d_backward(kernel_context(grad.device()), xc, w2, g3, g, dx, dw);
+        Tensor db = gb ? empty({O}, gl) : Tensor();
+        if (gx || gw || gb)
+            tensor_kernels(grad.device()).conv2d_backward(kernel_context(grad.device()), xc, w2, grad.contiguous(), y, g,
+                                                          dx, dw, db);
         if (gw) dw = dw.view({O, g.channels, g.kernel_h, g.kernel_w});
-        return std::vector<Tensor>{dx, dw, sum(g3.view({g.batch, O, L}), {0, 2})};
+        return std::vector<Tensor>{dx, dw, db};
     };
-    if (bias.defined()) autograd::record("conv2d", out, {x, weight, bias}, backward);
-    else autograd::record("conv2d", out, {x, weight}, backward);
+    if (bias.defined()) autograd::record(op, out, {x, weight, bias}, backward);
+    else autograd::record(op, out, {x, weight}, backward);
     return out;
+}
+
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, std::array<int64_t, 2> stride,
+              std::array<int64_t, 2> padding) {
+    return convolution("conv2d", x, weight, bias, stride, padding, false);
+}
+
+Tensor conv2d_relu(const Tensor& x, const Tensor& weight, const Tensor& bias, std::array<int64_t, 2> stride,
+                   std::array<int64_t, 2> padding) {
+    return convolution("conv2d_relu", x, weight, bias, stride, padding, true);
 }
 
 Tensor max_pool2d(const Tensor& x, std::array<int64_t, 2> kernel, std::array<int64_t, 2> stride,
@@ -559,7 +631,7 @@ Tensor max_pool2d(const Tensor& x, std::array<int64_t, 2> kernel, std::array<int
     Tensor arg = empty(out.shape(), {.dtype = DType::i64, .device = x.device()});
     tensor_kernels(x.device()).max_pool2d(kernel_context(x.device()), xc, g, out, arg);
     autograd::record("max_pool2d", out, {x}, [g, arg, dtype = x.dtype()](const Tensor& grad) {
-        Tensor dx = zeros({g.batch, g.channels, g.height, g.width}, {.dtype = dtype, .device = grad.device()});
+        Tensor dx = empty({g.batch, g.channels, g.height, g.width}, {.dtype = dtype, .device = grad.device()});
         tensor_kernels(grad.device()).max_pool2d_backward(kernel_context(grad.device()), grad.contiguous(), arg, g, dx);
         return std::vector<Tensor>{dx};
     });

@@ -12,6 +12,12 @@ namespace lsg {
 // [N, O, (H + 2p_h − kh)/s_h + 1, (W + 2p_w − kw)/s_w + 1]. im2col + GEMM. Differentiable.
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(), std::array<int64_t, 2> stride = {1, 1},
               std::array<int64_t, 2> padding = {0, 0});
+// relu(conv2d(x, weight, bias, stride, padding)) as one op: the same values and gradients as the two
+// ops (relu(NaN) = 0 and relu'(0) = 0 as lsg::relu's), with the ReLU applied while each image's
+// output is in cache and its mask applied inside the convolution's backward, so that neither makes
+// a pass of its own over the activations. nn::Sequential runs a Conv2d followed by a ReLU through it.
+Tensor conv2d_relu(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
+                   std::array<int64_t, 2> stride = {1, 1}, std::array<int64_t, 2> padding = {0, 0});
 // out[n, c, i, j] = max over the kernel window at (i·s − p, j·s − p) of x [N, C, H, W], padding
 // never chosen; stride defaults to the kernel size. The gradient goes to the first maximum.
 Tensor max_pool2d(const Tensor& x, std::array<int64_t, 2> kernel, std::array<int64_t, 2> stride = {0, 0},

@@ -241,6 +241,51 @@ TEST(NnLayers, ConvNetGradientsMatchFiniteDifferences) {
     EXPECT_TRUE(gradcheck([&](const std::vector<Tensor>& in) { return net(in[0]); }, inputs));
 }
 
+// Sequential runs a Conv2d followed by a ReLU as conv2d_relu: the same outputs and gradients as the
+// children applied one by one, and only for those exact types (a subclass keeps its own forward).
+TEST(NnLayers, SequentialFusesConvReluWithTheSameResults) {
+    Generator gen(4);
+    auto conv1 = std::make_shared<nn::Conv2d>(1, 4, 3, 1, 1, true, gen);
+    auto conv2 = std::make_shared<nn::Conv2d>(4, 3, 3, 1, 1, true, gen);
+    auto fc = std::make_shared<nn::Linear>(3 * 4 * 4, 5, true, gen);
+    nn::Sequential net(conv1, std::make_shared<nn::ReLU>(), std::make_shared<nn::MaxPool2d>(2), conv2,
+                       std::make_shared<nn::ReLU>(), std::make_shared<nn::Flatten>(), fc);
+    net.to(DType::f64);
+    const Tensor x = leaf({3, 1, 8, 8}, 9);
+    const Tensor out = net(x);
+    EXPECT_EQ(out.grad_fn()->name(), "linear");
+    sum(out * out).backward();
+    std::vector<std::vector<double>> fused_grads;
+    for (const Tensor& p : net.parameters()) fused_grads.push_back(p.grad().to_vector<double>());
+    const std::vector<double> fused_dx = x.grad().to_vector<double>();
+    net.zero_grad();
+    const Tensor x2 = leaf({3, 1, 8, 8}, 9);  // the same input, a fresh leaf
+    Tensor h = x2;
+    for (size_t i = 0; i < net.size(); ++i) h = (*net[i])(h);
+    EXPECT_EQ(h.to_vector<double>(), out.to_vector<double>());
+    sum(h * h).backward();
+    size_t i = 0;
+    for (const Tensor& p : net.parameters()) {
+        const auto got = fused_grads[i++], want = p.grad().to_vector<double>();
+        ASSERT_EQ(got.size(), want.size());
+        for (size_t e = 0; e < got.size(); ++e) EXPECT_NEAR(got[e], want[e], 1e-12 * (1 + std::abs(want[e])));
+    }
+    const auto dx = x2.grad().to_vector<double>();
+    for (size_t e = 0; e < dx.size(); ++e) EXPECT_NEAR(fused_dx[e], dx[e], 1e-12 * (1 + std::abs(dx[e])));
+    // The fused op is what ran: the pooled activations' producer is conv2d_relu, not relu.
+    nn::Sequential head(conv1, std::make_shared<nn::ReLU>());
+    EXPECT_EQ(head(x).grad_fn()->name(), "conv2d_relu");
+
+    struct ScaledConv : nn::Conv2d {
+        using nn::Conv2d::Conv2d;
+        Tensor forward(const Tensor& in) override { return nn::Conv2d::forward(in) * 2.0; }
+    };
+    auto scaled = std::make_shared<ScaledConv>(1, 2, 3, 1, 1, true, gen);
+    scaled->to(DType::f64);
+    nn::Sequential custom(scaled, std::make_shared<nn::ReLU>());
+    EXPECT_EQ(custom(x).to_vector<double>(), relu(scaled->forward(x)).to_vector<double>());
+}
+
 TEST(NnLayers, MaxPoolReluFlatten) {
     const Tensor x = tensor(
         {1.f, -2.f, 3.f, 0.f, -5.f, 6.f, -7.f, 8.f, 9.f, 10.f, -11.f, 12.f, 13.f, -14.f, 15.f, 16.f}, {1, 1, 4, 4});

@@ -3,9 +3,11 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <limits>
+#include <tuple>
 
 #include "gradcheck.h"
 #include "test_util.h"
@@ -227,45 +229,121 @@ TEST(Conv, ConvolutionMatchesDirectSumOnEveryPath) {
         }
 }
 
-// The CPU's fused per-image kernels against the composed defaults (whole-batch im2col, GEMM, col2im)
-// that backends without them run: the same products, so equal up to dW's summation order.
+// The CPU's fused per-image kernels against the composed defaults (whole-batch im2col, GEMM, col2im
+// and the elementwise ReLU) that backends without them run: the same products, so equal up to the
+// summation order of dW and db. With and without the ReLU epilogue and its mask.
 TEST(Conv, FusedCpuKernelsMatchTheComposedDefaults) {
     RestoreThreads restore;
     TensorKernels& k = tensor_kernels(Device::cpu());
     const KernelContext ctx = kernel_context(Device::cpu());
     for (int threads : {1, 3})
         for (const ConvGeometry& q : kConvGeometries)
-            for (DType dtype : {DType::f32, DType::f64}) {
-                omp_set_num_threads(threads);
-                SCOPED_TRACE(::testing::Message() << "threads " << threads << ", " << dtype << ", x [" << q.n << ", "
-                                                  << q.c << ", " << q.h << ", " << q.w << "], kernel [" << q.kh << ", " << q.kw << "]");
-                Generator g(5);
-                const Window2d geo{q.n, q.c, q.h, q.w, q.kh, q.kw, q.stride[0], q.stride[1], q.pad[0], q.pad[1],
-                                   (q.h + 2 * q.pad[0] - q.kh) / q.stride[0] + 1, (q.w + 2 * q.pad[1] - q.kw) / q.stride[1] + 1};
-                Tensor x = randn({q.n, q.c, q.h, q.w}, {.dtype = dtype}, g);
-                Tensor w = randn({q.o, q.c * q.kh * q.kw}, {.dtype = dtype}, g);
-                Tensor b = randn({q.o}, {.dtype = dtype}, g);
-                Tensor grad = randn({q.n, q.o, geo.out_h, geo.out_w}, {.dtype = dtype}, g);
-                Tensor fused = empty(grad.shape(), {.dtype = dtype}), composed = empty(grad.shape(), {.dtype = dtype});
-                k.conv2d(ctx, x, w, b, geo, fused);
-                k.TensorKernels::conv2d(ctx, x, w, b, geo, composed);
-                EXPECT_EQ(fused.to_vector<double>(), composed.to_vector<double>());
-                Tensor dx = empty(x.shape(), {.dtype = dtype}), dw = empty(w.shape(), {.dtype = dtype});
-                Tensor dx_ref = empty(x.shape(), {.dtype = dtype}), dw_ref = empty(w.shape(), {.dtype = dtype});
-                k.conv2d_backward(ctx, x, w, grad, geo, dx, dw);
-                k.TensorKernels::conv2d_backward(ctx, x, w, grad, geo, dx_ref, dw_ref);
-                EXPECT_EQ(dx.to_vector<double>(), dx_ref.to_vector<double>());
-                const auto a = dw.to_vector<double>(), r = dw_ref.to_vector<double>();
-                const double tol = dtype == DType::f32 ? 1e-4 : 1e-12;
-                for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], r[i], tol * (1 + std::abs(r[i]))) << "dw[" << i << "]";
-                // Only the gradients asked for are written: dx alone, then dw alone.
-                Tensor only_dx = empty(x.shape(), {.dtype = dtype}), none;
-                k.conv2d_backward(ctx, x, w, grad, geo, only_dx, none);
-                EXPECT_EQ(only_dx.to_vector<double>(), dx_ref.to_vector<double>());
-                Tensor only_dw = empty(w.shape(), {.dtype = dtype});
-                k.conv2d_backward(ctx, x, w, grad, geo, none, only_dw);
-                EXPECT_EQ(only_dw.to_vector<double>(), a);
+            for (DType dtype : {DType::f32, DType::f64})
+                for (bool relu : {false, true}) {
+                    omp_set_num_threads(threads);
+                    SCOPED_TRACE(::testing::Message() << "threads " << threads << ", " << dtype << ", relu " << relu
+                                                      << ", x [" << q.n << ", " << q.c << ", " << q.h << ", " << q.w
+                                                      << "], kernel [" << q.kh << ", " << q.kw << "]");
+                    Generator g(5);
+                    const Window2d geo{q.n, q.c, q.h, q.w, q.kh, q.kw, q.stride[0], q.stride[1], q.pad[0], q.pad[1],
+                                       (q.h + 2 * q.pad[0] - q.kh) / q.stride[0] + 1, (q.w + 2 * q.pad[1] - q.kw) / q.stride[1] + 1};
+                    const TensorOptions like{.dtype = dtype};
+                    Tensor x = randn({q.n, q.c, q.h, q.w}, like, g);
+                    Tensor w = randn({q.o, q.c * q.kh * q.kw}, like, g);
+                    Tensor b = randn({q.o}, like, g);
+                    Tensor grad = randn({q.n, q.o, geo.out_h, geo.out_w}, like, g);
+                    Tensor fused = empty(grad.shape(), like), composed = empty(grad.shape(), like);
+                    k.conv2d(ctx, x, w, b, geo, relu, fused);
+                    k.TensorKernels::conv2d(ctx, x, w, b, geo, relu, composed);
+                    const auto yv = fused.to_vector<double>();
+                    EXPECT_EQ(yv, composed.to_vector<double>());
+                    if (relu) EXPECT_TRUE(std::all_of(yv.begin(), yv.end(), [](double v) { return v >= 0.0; }));
+                    Tensor y = relu ? fused : Tensor();
+                    Tensor dx = empty(x.shape(), like), dw = empty(w.shape(), like), db = empty({q.o}, like);
+                    Tensor dx_ref = empty(x.shape(), like), dw_ref = empty(w.shape(), like), db_ref = empty({q.o}, like);
+                    k.conv2d_backward(ctx, x, w, grad, y, geo, dx, dw, db);
+                    k.TensorKernels::conv2d_backward(ctx, x, w, grad, y, geo, dx_ref, dw_ref, db_ref);
+                    EXPECT_EQ(dx.to_vector<double>(), dx_ref.to_vector<double>());
+                    const double tol = dtype == DType::f32 ? 1e-4 : 1e-12;
+                    for (const auto& [got, want, what] : {std::tuple{dw, dw_ref, "dw"}, std::tuple{db, db_ref, "db"}}) {
+                        const auto a = got.to_vector<double>(), r = want.to_vector<double>();
+                        for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], r[i], tol * (1 + std::abs(r[i]))) << what << "[" << i << "]";
+                    }
+                    // Only the gradients asked for are written, each as when all three are.
+                    Tensor none, only_dx = empty(x.shape(), like), only_dw = empty(w.shape(), like), only_db = empty({q.o}, like);
+                    k.conv2d_backward(ctx, x, w, grad, y, geo, only_dx, none, none);
+                    EXPECT_EQ(only_dx.to_vector<double>(), dx.to_vector<double>());
+                    k.conv2d_backward(ctx, x, w, grad, y, geo, none, only_dw, none);
+                    EXPECT_EQ(only_dw.to_vector<double>(), dw.to_vector<double>());
+                    k.conv2d_backward(ctx, x, w, grad, y, geo, none, none, only_db);
+                    EXPECT_EQ(only_db.to_vector<double>(), db.to_vector<double>());
+                }
+}
+
+// conv2d_relu is relu(conv2d(...)) exactly: values, and gradients of every input, including where
+// the convolution gives exactly 0 (zero weights in one output channel: relu'(0) = 0), a NaN input
+// (relu maps NaN to 0) and an infinite gradient where the ReLU is off (0 · inf = NaN, as relu's).
+TEST(Conv, ConvReluMatchesTheTwoOps) {
+    RestoreThreads restore;
+    for (int threads : {1, 2})
+        for (DType dtype : {DType::f32, DType::f64}) {
+            omp_set_num_threads(threads);
+            SCOPED_TRACE(::testing::Message() << "threads " << threads << ", " << dtype);
+            Generator g(13);
+            const TensorOptions like{.dtype = dtype};
+            std::vector<double> xv = randn({9, 2, 6, 5}, like, g).to_vector<double>();
+            xv[17] = std::numeric_limits<double>::quiet_NaN();
+            std::vector<double> wv = randn({4, 2, 3, 3}, like, g).to_vector<double>();
+            std::fill(wv.begin(), wv.begin() + 18, 0.0);  // channel 0: output = bias = 0
+            std::vector<double> bv = randn({4}, like, g).to_vector<double>();
+            bv[0] = 0.0;
+            std::vector<double> gv = randn({9, 4, 6, 5}, like, g).to_vector<double>();
+            gv[3] = std::numeric_limits<double>::infinity();  // channel 0, where the ReLU is off
+            auto run = [&](bool fused) {
+                Tensor x = from_vector(xv, {9, 2, 6, 5}).to(dtype).requires_grad_();
+                Tensor w = from_vector(wv, {4, 2, 3, 3}).to(dtype).requires_grad_();
+                Tensor b = from_vector(bv, {4}).to(dtype).requires_grad_();
+                Tensor y = fused ? conv2d_relu(x, w, b, {1, 1}, {1, 1}) : relu(conv2d(x, w, b, {1, 1}, {1, 1}));
+                (y * from_vector(gv, {9, 4, 6, 5}).to(dtype)).sum().backward();
+                return std::vector<std::vector<double>>{y.to_vector<double>(), x.grad().to_vector<double>(),
+                                                        w.grad().to_vector<double>(), b.grad().to_vector<double>()};
+            };
+            const auto fused = run(true), reference = run(false);
+            const char* names[] = {"out", "dx", "dw", "db"};
+            for (size_t t = 0; t < fused.size(); ++t) {
+                SCOPED_TRACE(names[t]);
+                ASSERT_EQ(fused[t].size(), reference[t].size());
+                const double tol = dtype == DType::f32 ? 1e-5 : 1e-12;
+                for (size_t i = 0; i < fused[t].size(); ++i) {
+                    const double a = fused[t][i], r = reference[t][i];
+                    if (std::isnan(r)) EXPECT_TRUE(std::isnan(a)) << i;
+                    else ASSERT_NEAR(a, r, tol * (1 + std::abs(r))) << i;
+                }
             }
+            // The cases above are exercised: the NaN pixel and the infinite gradient reach dx and dw.
+            EXPECT_TRUE(std::any_of(fused[1].begin(), fused[1].end(), [](double v) { return std::isnan(v); }));
+        }
+}
+
+// Every pooling backward writes all of dx: the kernel's output starts as garbage (NaN) here, and
+// elements no window picked (odd edges, never the maximum) must come out 0.
+TEST(Conv, MaxPoolBackwardWritesEveryElementOfDx) {
+    TensorKernels& k = tensor_kernels(Device::cpu());
+    const KernelContext ctx = kernel_context(Device::cpu());
+    Generator g(3);
+    Tensor x = randn({2, 3, 7, 5}, {}, g);
+    Tensor xr = x.detach().requires_grad_();
+    Tensor out = max_pool2d(xr, {2, 2});
+    Tensor grad = randn(out.shape(), {}, g);
+    (out * grad).sum().backward();
+    const Window2d geo{2, 3, 7, 5, 2, 2, 2, 2, 0, 0, 3, 2};
+    Tensor pooled = empty(out.shape()), argmax = empty(out.shape(), {.dtype = DType::i64});
+    k.max_pool2d(ctx, x, geo, pooled, argmax);
+    Tensor dx = full(x.shape(), std::numeric_limits<double>::quiet_NaN());
+    k.max_pool2d_backward(ctx, grad, argmax, geo, dx);
+    EXPECT_EQ(dx.to_vector<float>(), xr.grad().to_vector<float>());
+    const auto dv = dx.to_vector<float>();
+    EXPECT_EQ(std::count(dv.begin(), dv.end(), 0.f), int64_t(dv.size()) - out.numel());
 }
 
 TEST(Conv, MaxPool2x2VectorPathFollowsTheWindowRule) {
@@ -383,6 +461,8 @@ INSTANTIATE_TEST_SUITE_P(
                  [](auto& v) { return conv2d(v[0], v[1], v[2], {1, 1}, {1, 1}); }},
         GradCase{"conv2d_same_padding_two_groups", {{10, 2, 4, 5}, {2, 2, 3, 3}, {2}},
                  [](auto& v) { return conv2d(v[0], v[1], v[2], {1, 1}, {1, 1}); }},
+        GradCase{"conv2d_relu", {{9, 2, 4, 5}, {3, 2, 3, 3}, {3}},
+                 [](auto& v) { return conv2d_relu(v[0], v[1], v[2], {1, 1}, {1, 1}); }},
         GradCase{"conv2d_strided", {{1, 2, 7, 7}, {2, 2, 3, 2}}, [](auto& v) { return conv2d(v[0], v[1], Tensor(), {2, 3}, {0, 1}); }},
         GradCase{"max_pool2d", {{2, 2, 4, 6}}, [](auto& v) { return max_pool2d(v[0], {2, 2}); }},
         GradCase{"max_pool2d_overlap_pad", {{1, 2, 5, 5}}, [](auto& v) { return max_pool2d(v[0], {3, 3}, {2, 2}, {1, 1}); }},
