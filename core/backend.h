@@ -48,6 +48,14 @@ struct Window2d {
     int64_t out_h, out_w;
 };
 
+// What a convolution kernel applies to its output before storing it: the fused ops conv2d_relu
+// (relu) and conv2d_relu_max_pool2d (relu and pool).
+struct ConvEpilogue {
+    bool relu = false;
+    bool pool = false;
+    Window2d pool_window{};  // over the convolution's output [N, O, oh, ow], when pool
+};
+
 // Where a kernel runs: the device of its buffers and the stream to issue it on (the backend's
 // handle; null is the device's default stream). Every kernel of every table takes one; CUDA
 // launchers issue on ctx's stream, never on a globally current one.
@@ -115,20 +123,24 @@ public:
     virtual void im2col(const KernelContext& ctx, const Tensor& x, const Window2d& g, Tensor& cols) = 0;
     virtual void col2im(const KernelContext& ctx, const Tensor& cols, const Window2d& g, Tensor& dx) = 0;
     // The convolution, x [N, C, H, W] and w [O, C·kh·kw] contiguous, bias [O] or undefined:
-    //   out[n] [O, oh·ow] = w · cols(x[n]) + bias,  cols as im2col's,
-    // then out = max(out, 0) (apply_unary's relu) when relu: conv2d_relu's epilogue, applied while
-    // the image's output is in cache. Its gradients from grad [N, O, oh, ow] (contiguous), first
-    // masked by the ReLU where relu_out (that forward's output) is defined:
-    //   g = grad · relu'(relu_out),  else g = grad,
+    //   y[n] [O, oh·ow] = w · cols(x[n]) + bias,  cols as im2col's,
+    // then the epilogue, applied while each image's output is in cache: y = max(y, 0) (apply_unary's
+    // relu) when e.relu, and when e.pool the max-pool of max_pool2d over y with window e.pool_window
+    // (its input y [N, O, oh, ow]), so that out and argmax are the pool's and y is never stored;
+    // otherwise out = y and argmax is undefined.
+    // The gradients from grad (out's shape, contiguous), given the forward's out and argmax: with the
+    // pool, g = max_pool2d_backward(grad · relu'(out)) (relu' only when e.relu; each window's
+    // gradient masked before it lands on its argmax), without it g = grad · relu'(out) or grad;
     // then each only where defined on entry (all are overwritten):
     //   dw [O, C·kh·kw] = Σ_n g[n] · cols(x[n])ᵀ,   dx = col2im(wᵀ · g[n]) per image,
     //   db [O] = Σ_{n, l} g[n, o, l].
-    // The defaults (ops/conv.cpp) compose im2col, gemm, col2im and the elementwise kernels over the
-    // whole batch; a backend overrides them to run it all back to back per image, in cache.
+    // The defaults (ops/conv.cpp) compose im2col, gemm, col2im, the elementwise and pooling kernels
+    // over the whole batch; a backend overrides them to run it all back to back per image, in cache.
     virtual void conv2d(const KernelContext& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
-                        const Window2d& g, bool relu, Tensor& out);
+                        const Window2d& g, const ConvEpilogue& e, Tensor& out, Tensor& argmax);
     virtual void conv2d_backward(const KernelContext& ctx, const Tensor& x, const Tensor& w, const Tensor& grad,
-                                 const Tensor& relu_out, const Window2d& g, Tensor& dx, Tensor& dw, Tensor& db);
+                                 const ConvEpilogue& e, const Tensor& out, const Tensor& argmax, const Window2d& g,
+                                 Tensor& dx, Tensor& dw, Tensor& db);
     // out [N, C, oh, ow] = window max (padding counts as -inf); argmax holds the flat input
     // index h·W + w of each max for the backward, which writes every element of dx [N, C, H, W]:
     // dx[p, h, w] = Σ grad over the windows of plane p whose argmax is (h, w), 0 where none is.

@@ -86,6 +86,14 @@ Tensor Conv2d::forward_relu(const Tensor& x) const {
     return conv2d_relu(x, weight, bias, {stride.h, stride.w}, {padding.h, padding.w});
 }
 
+Tensor Conv2d::forward_relu_max_pool(const Tensor& x, const MaxPool2d& pool) const {
+    LSG_CHECK(x.dim() == 4 && x.size(1) == in_channels, name(), " expects input [N, ", in_channels,
+              ", H, W], got ", x.shape());
+    return conv2d_relu_max_pool2d(x, weight, bias, {stride.h, stride.w}, {padding.h, padding.w},
+                                  {pool.kernel_size.h, pool.kernel_size.w}, {pool.stride.h, pool.stride.w},
+                                  {pool.padding.h, pool.padding.w});
+}
+
 std::string Conv2d::name() const {
     std::ostringstream os;
     os << "Conv2d(" << in_channels << ", " << out_channels << ", kernel_size=" << pair_str(kernel_size)
@@ -160,13 +168,20 @@ Tensor Sequential::forward(const Tensor& x) { return apply(x, layers_.size()); }
 Tensor Sequential::apply(const Tensor& x, size_t end) {
     Tensor h = x;
     for (size_t i = 0; i < end; ++i) {
-        // A Conv2d followed by a ReLU runs as lsg::conv2d_relu: the same values and gradients
-        // without a pass over the activations for the ReLU. Exact types only, so that a subclass's
-        // own forward is never bypassed.
+        // Conv2d–ReLU runs as lsg::conv2d_relu, and Conv2d–ReLU–MaxPool2d as
+        // lsg::conv2d_relu_max_pool2d: the same values and gradients without passes over the
+        // activations in between. Exact types only, so that a subclass's own forward is never
+        // bypassed.
         const Module& layer = *layers_[i];
         if (i + 1 < end && typeid(layer) == typeid(Conv2d) && typeid(*layers_[i + 1]) == typeid(ReLU)) {
-            h = static_cast<const Conv2d&>(layer).forward_relu(h);
-            ++i;
+            const auto& conv = static_cast<const Conv2d&>(layer);
+            if (i + 2 < end && typeid(*layers_[i + 2]) == typeid(MaxPool2d)) {
+                h = conv.forward_relu_max_pool(h, static_cast<const MaxPool2d&>(*layers_[i + 2]));
+                i += 2;
+            } else {
+                h = conv.forward_relu(h);
+                ++i;
+            }
             continue;
         }
         h = layers_[i]->forward(h);

@@ -35,6 +35,8 @@ public:
     Tensor weight, bias;  // bias undefined when built without one
 };
 
+class MaxPool2d;
+
 // 2-D convolution of x [N, in, H, W] → [N, out, (H + 2p − k)/s + 1, (W + 2p − k)/s + 1] (see
 // lsg::conv2d); weight [out, in, kh, kw], bias [out]. Init as Linear with fan_in = in·kh·kw.
 class Conv2d : public Module {
@@ -44,6 +46,8 @@ public:
     Tensor forward(const Tensor& x) override;
     // relu(forward(x)) as one op (lsg::conv2d_relu); Sequential calls it for a Conv2d followed by a ReLU.
     Tensor forward_relu(const Tensor& x) const;
+    // pool(relu(forward(x))) as one op (lsg::conv2d_relu_max_pool2d), for a Conv2d, ReLU, MaxPool2d run.
+    Tensor forward_relu_max_pool(const Tensor& x, const MaxPool2d& pool) const;
     std::string name() const override;
     void reset_parameters(Generator& gen = default_generator());
 
@@ -91,8 +95,9 @@ public:
 };
 
 // Applies its children in order; they are named "0", "1", ... as in torch.nn.Sequential. A Conv2d
-// directly followed by a ReLU (exactly those types) runs as one op, lsg::conv2d_relu, with the same
-// values and gradients.
+// directly followed by a ReLU (exactly those types) runs as one op, lsg::conv2d_relu, or with a
+// MaxPool2d after them as lsg::conv2d_relu_max_pool2d: the same values and gradients (see there)
+// without storing the activations in between.
 //   auto net = std::make_shared<Sequential>(std::make_shared<Linear>(784, 256),
 //                                           std::make_shared<ReLU>(), std::make_shared<Linear>(256, 10));
 class Sequential : public Module {
@@ -121,7 +126,7 @@ public:
     Tensor forward_pre_logits(const Tensor& x);
 
 private:
-    // Applies children [0, end) in order, a Conv2d followed by a ReLU as one fused op.
+    // Applies children [0, end) in order, Conv2d–ReLU(–MaxPool2d) runs as one fused op.
     Tensor apply(const Tensor& x, size_t end);
     // Index of the last Linear child; throws naming `op` when there is none.
     size_t last_linear_index(const char* op) const;

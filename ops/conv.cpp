@@ -33,6 +33,13 @@ namespace lsg {
 
 namespace {
 
+// relu' of the ReLU's output y: y > 0 exactly where its input was (a NaN input gives y = 0, as it
+// gives relu'(x) = 0), so the fused backward masks with the output it keeps.
+template <class T>
+inline T relu_grad(T grad, T y) {
+    return grad * detail::unary_derivative(UnaryOp::relu, y, y, T(0), T(0));
+}
+
 // The columns [j0, j1) of kernel offset v whose input pixel lies inside the image (the rest read
 // the zero padding): j·s_w + v − p_w ∈ [0, W).
 struct ColumnRange {
@@ -250,119 +257,6 @@ void CpuTensorKernels::col2im(const KernelContext&, const Tensor& cols, const Wi
     });
 }
 
-// relu' of the ReLU's output y: y > 0 exactly where its input was (a NaN input gives y = 0, as it
-// gives relu'(x) = 0), so the fused backward masks with the output it keeps.
-template <class T>
-inline T relu_grad(T grad, T y) {
-    return grad * detail::unary_derivative(UnaryOp::relu, y, y, T(0), T(0));
-}
-
-// Per image: im2col into this thread's scratch (L2-sized for MNIST-class layers), the bias rows, the
-// GEMM reading the columns while they are hot, the ReLU while the output is. No [N, C·kh·kw, oh·ow]
-// buffer is written.
-void CpuTensorKernels::conv2d(const KernelContext&, const Tensor& x, const Tensor& w, const Tensor& bias,
-                              const Window2d& g, bool relu, Tensor& out) {
-    visit_dtype<float, double>(x.dtype(), [&]<class T>() {
-        const int64_t O = w.shape()[0], CKK = g.channels * g.kernel_h * g.kernel_w, L = g.out_h * g.out_w;
-        const bool across = detail::gemm_batch_across_threads(g.batch, O * CKK * L);
-        Tensor scratch = empty({across ? omp_get_max_threads() : 1, CKK, L}, {.dtype = x.dtype()});
-        const T* xp = static_cast<const T*>(x.raw_data());
-        const T* wp = static_cast<const T*>(w.raw_data());
-        const T* bp = bias.defined() ? static_cast<const T*>(bias.raw_data()) : nullptr;
-        T* op = static_cast<T*>(out.raw_data());
-        T* sp = static_cast<T*>(scratch.raw_data());
-        guarded_parallel_for(g.batch, across, [&](int64_t n) {
-            T* cols = sp + (across ? omp_get_thread_num() : 0) * CKK * L;
-            im2col_image(xp + n * g.channels * g.height * g.width, g, cols);
-            T* o = op + n * O * L;
-            if (bp)
-                for (int64_t r = 0; r < O; ++r) std::fill_n(o + r * L, L, bp[r]);
-            gemm_typed(false, false, O, L, CKK, wp, CKK, cols, L, bp ? T(1) : T(0), o, L);
-            if (relu) {
-#pragma omp simd
-                for (int64_t e = 0; e < O * L; ++e) o[e] = detail::apply_unary(UnaryOp::relu, o[e], T(0), T(0));
-            }
-        });
-    });
-}
-
-// Per group of kImagesPerGradGroup images, per image: the ReLU's mask applied to grad[n] (into
-// scratch), its row sums added to the group's db, the columns again (cheaper than keeping
-// [N, C·kh·kw, oh·ow] from the forward), dW's partial += g[n]·colsᵀ, dcols = wᵀ·g[n] and their
-// col2im into dx[n], all in one thread's cache. The groups' partials are summed in order, so the
-// summation order does not depend on the thread count.
-void CpuTensorKernels::conv2d_backward(const KernelContext&, const Tensor& x, const Tensor& w, const Tensor& grad,
-                                       const Tensor& relu_out, const Window2d& g, Tensor& dx, Tensor& dw, Tensor& db) {
-    visit_dtype<float, double>(x.dtype(), [&]<class T>() {
-        const int64_t O = w.shape()[0], CKK = g.channels * g.kernel_h * g.kernel_w, L = g.out_h * g.out_w;
-        const int64_t image = g.channels * g.height * g.width;
-        const int64_t groups = (g.batch + kImagesPerGradGroup - 1) / kImagesPerGradGroup;
-        const bool across = detail::gemm_batch_across_threads(groups, O * CKK * L);
-        const int64_t slots = across ? omp_get_max_threads() : 1;
-        const bool masked = relu_out.defined();
-        // Per thread: the columns (for dw), dcols (for dx) and the masked gradient of one image.
-        const int64_t cols_size = dw.defined() ? CKK * L : 0, dcols_size = dx.defined() ? CKK * L : 0;
-        const int64_t per_slot = cols_size + dcols_size + (masked ? O * L : 0);
-        const TensorOptions like{.dtype = x.dtype()};
-        Tensor scratch = empty({slots, per_slot}, like);
-        // Per group: dw's partial [O, CKK], then db's [O].
-        const int64_t part_size = (dw.defined() ? O * CKK : 0) + (db.defined() ? O : 0);
-        Tensor partial = empty({groups, part_size}, like);
-        const T* xp = static_cast<const T*>(x.raw_data());
-        const T* wp = static_cast<const T*>(w.raw_data());
-        const T* gp = static_cast<const T*>(grad.raw_data());
-        const T* yp = masked ? static_cast<const T*>(relu_out.raw_data()) : nullptr;
-        T* sp = static_cast<T*>(scratch.raw_data());
-        T* pp = static_cast<T*>(partial.raw_data());
-        T* dxp = dx.defined() ? static_cast<T*>(dx.raw_data()) : nullptr;
-        guarded_parallel_for(groups, across, [&](int64_t grp) {
-            T* cols = sp + (across ? omp_get_thread_num() : 0) * per_slot;
-            T* dcols = cols + cols_size;
-            T* gm = dcols + dcols_size;
-            T* pdw = dw.defined() ? pp + grp * part_size : nullptr;
-            T* pdb = db.defined() ? pp + grp * part_size + part_size - O : nullptr;
-            const int64_t n0 = grp * kImagesPerGradGroup, n1 = std::min(g.batch, n0 + kImagesPerGradGroup);
-            for (int64_t n = n0; n < n1; ++n) {
-                const T* gn = gp + n * O * L;
-                if (yp) {
-                    const T* yn = yp + n * O * L;
-#pragma omp simd
-                    for (int64_t e = 0; e < O * L; ++e) gm[e] = relu_grad(gn[e], yn[e]);
-                    gn = gm;
-                }
-                if (pdb)
-                    for (int64_t o = 0; o < O; ++o) {
-                        T s = T(0);
-#pragma omp simd reduction(+ : s)
-                        for (int64_t l = 0; l < L; ++l) s += gn[o * L + l];
-                        pdb[o] = n == n0 ? s : pdb[o] + s;
-                    }
-                if (pdw) {
-                    im2col_image(xp + n * image, g, cols);
-                    gemm_typed(false, true, O, CKK, L, gn, L, cols, L, n == n0 ? T(0) : T(1), pdw, CKK);
-                }
-                if (dxp) {
-                    gemm_typed(true, false, CKK, L, O, wp, CKK, gn, L, T(0), dcols, L);
-                    std::fill_n(dxp + n * image, image, T(0));
-                    col2im_image_consuming(dcols, g, dxp + n * image);
-                }
-            }
-        });
-        // The sums over groups, in group order (an empty batch has zero gradients).
-        if (part_size == 0) return;
-        T* dwp = dw.defined() ? static_cast<T*>(dw.raw_data()) : nullptr;
-        T* dbp = db.defined() ? static_cast<T*>(db.raw_data()) : nullptr;
-        const int64_t dw_size = dwp ? O * CKK : 0;
-#pragma omp parallel for schedule(static) if (part_size * groups >= kParallelGrain)
-        for (int64_t e = 0; e < part_size; ++e) {
-            T s = T(0);
-            for (int64_t grp = 0; grp < groups; ++grp) s += pp[grp * part_size + e];
-            if (e < dw_size) dwp[e] = s;
-            else dbp[e - dw_size] = s;
-        }
-    });
-}
-
 namespace {
 
 #if defined(LSG_X86_64)
@@ -440,6 +334,35 @@ bool pool2x2_fast([[maybe_unused]] const T* img, [[maybe_unused]] const T* end, 
     return false;
 }
 
+// One plane img [H, W] of max_pool2d with window g: out and arg [oh, ow]. `end` is one past the
+// buffer img lies in (the vector path reads full vectors up to it).
+template <class T>
+void pool_plane(const T* img, const T* end, const Window2d& g, T* out, int64_t* arg) {
+    // The common 2×2, stride-2, unpadded window (every CNN here) has a vector path; other windows,
+    // and CPUs without AVX-512, go through the shared per-window search.
+    const bool two_by_two = g.kernel_h == 2 && g.kernel_w == 2 && g.stride_h == 2 && g.stride_w == 2 &&
+                            g.pad_h == 0 && g.pad_w == 0;
+    if (two_by_two && pool2x2_fast(img, end, g, out, arg)) return;
+    for (int64_t i = 0; i < g.out_h; ++i)
+        for (int64_t j = 0; j < g.out_w; ++j) {
+            const detail::WindowMax<T> m = detail::pool_window_max(img, g, i, j);
+            out[i * g.out_w + j] = m.value;
+            arg[i * g.out_w + j] = m.index;
+        }
+}
+
+// The adjoint of pool_plane for one plane: d [H, W] = Σ over windows k whose argmax is h of
+// grad[k]·relu'(out[k]) when relu (out: the pooled ReLU output), else of grad[k]. Writes all of d.
+template <class T>
+void unpool_plane(const T* grad, const T* out, const int64_t* arg, const Window2d& g, bool relu, T* d) {
+    const int64_t L = g.out_h * g.out_w;
+    std::fill_n(d, g.height * g.width, T(0));
+    if (relu)
+        for (int64_t k = 0; k < L; ++k) d[arg[k]] += relu_grad(grad[k], out[k]);
+    else
+        for (int64_t k = 0; k < L; ++k) d[arg[k]] += grad[k];
+}
+
 }  // namespace
 
 void CpuTensorKernels::max_pool2d(const KernelContext&, const Tensor& x, const Window2d& g, Tensor& out,
@@ -448,23 +371,10 @@ void CpuTensorKernels::max_pool2d(const KernelContext&, const Tensor& x, const W
         const T* xp = static_cast<const T*>(x.raw_data());
         T* op = static_cast<T*>(out.raw_data());
         int64_t* ap = argmax.data<int64_t>();
-        const int64_t planes = g.batch * g.channels;
-        // The common 2×2, stride-2, unpadded window (every CNN here) has a vector path; other
-        // windows, and CPUs without AVX-512, go through the shared per-window search.
-        const bool two_by_two = g.kernel_h == 2 && g.kernel_w == 2 && g.stride_h == 2 && g.stride_w == 2 &&
-                                g.pad_h == 0 && g.pad_w == 0;
+        const int64_t planes = g.batch * g.channels, L = g.out_h * g.out_w;
 #pragma omp parallel for schedule(static) if (planes * g.height * g.width >= kParallelGrain)
-        for (int64_t p = 0; p < planes; ++p) {
-            const T* img = xp + p * g.height * g.width;
-            if (two_by_two && pool2x2_fast(img, xp + x.numel(), g, op + p * g.out_h * g.out_w, ap + p * g.out_h * g.out_w)) continue;
-            for (int64_t i = 0; i < g.out_h; ++i)
-                for (int64_t j = 0; j < g.out_w; ++j) {
-                    const int64_t k = (p * g.out_h + i) * g.out_w + j;
-                    const detail::WindowMax<T> m = detail::pool_window_max(img, g, i, j);
-                    op[k] = m.value;
-                    ap[k] = m.index;
-                }
-        }
+        for (int64_t p = 0; p < planes; ++p)
+            pool_plane(xp + p * g.height * g.width, xp + x.numel(), g, op + p * L, ap + p * L);
     });
 }
 
@@ -479,10 +389,131 @@ void CpuTensorKernels::max_pool2d_backward(const KernelContext&, const Tensor& g
         // Each plane is zeroed just before its scatter, while it is in cache: no separate pass
         // zeroes dx first.
 #pragma omp parallel for schedule(static) if (planes * HW >= kParallelGrain)
-        for (int64_t p = 0; p < planes; ++p) {
-            T* d = dp + p * HW;
-            std::fill_n(d, HW, T(0));
-            for (int64_t k = 0; k < L; ++k) d[ap[p * L + k]] += gp[p * L + k];
+        for (int64_t p = 0; p < planes; ++p) unpool_plane<T>(gp + p * L, nullptr, ap + p * L, g, false, dp + p * HW);
+    });
+}
+
+// Per image: im2col into this thread's scratch (L2-sized for MNIST-class layers), the bias rows, the
+// GEMM reading the columns while they are hot, then the epilogue while the output is: the ReLU, and
+// the pool from scratch, so that a pooled layer never stores its full-size output. No
+// [N, C·kh·kw, oh·ow] buffer is written.
+void CpuTensorKernels::conv2d(const KernelContext&, const Tensor& x, const Tensor& w, const Tensor& bias,
+                              const Window2d& g, const ConvEpilogue& e, Tensor& out, Tensor& argmax) {
+    visit_dtype<float, double>(x.dtype(), [&]<class T>() {
+        const int64_t O = w.shape()[0], CKK = g.channels * g.kernel_h * g.kernel_w, L = g.out_h * g.out_w;
+        const Window2d& pw = e.pool_window;
+        const int64_t PL = pw.out_h * pw.out_w;
+        const bool across = detail::gemm_batch_across_threads(g.batch, O * CKK * L);
+        // Per thread: the columns, and the image's output when it is pooled.
+        const int64_t per_slot = CKK * L + (e.pool ? O * L : 0);
+        Tensor scratch = empty({across ? omp_get_max_threads() : 1, per_slot}, {.dtype = x.dtype()});
+        const T* xp = static_cast<const T*>(x.raw_data());
+        const T* wp = static_cast<const T*>(w.raw_data());
+        const T* bp = bias.defined() ? static_cast<const T*>(bias.raw_data()) : nullptr;
+        T* op = static_cast<T*>(out.raw_data());
+        int64_t* ap = e.pool ? argmax.data<int64_t>() : nullptr;
+        T* sp = static_cast<T*>(scratch.raw_data());
+        guarded_parallel_for(g.batch, across, [&](int64_t n) {
+            T* cols = sp + (across ? omp_get_thread_num() : 0) * per_slot;
+            im2col_image(xp + n * g.channels * g.height * g.width, g, cols);
+            T* y = e.pool ? cols + CKK * L : op + n * O * L;
+            if (bp)
+                for (int64_t r = 0; r < O; ++r) std::fill_n(y + r * L, L, bp[r]);
+            gemm_typed(false, false, O, L, CKK, wp, CKK, cols, L, bp ? T(1) : T(0), y, L);
+            if (e.relu) {
+#pragma omp simd
+                for (int64_t i = 0; i < O * L; ++i) y[i] = detail::apply_unary(UnaryOp::relu, y[i], T(0), T(0));
+            }
+            if (e.pool)
+                for (int64_t r = 0; r < O; ++r)
+                    pool_plane(y + r * L, y + O * L, pw, op + (n * O + r) * PL, ap + (n * O + r) * PL);
+        });
+    });
+}
+
+// Per group of kImagesPerGradGroup images, per image: g[n] formed in scratch (the pool's gradient
+// unpooled, or grad[n], masked by the ReLU), its row sums added to the group's db, the columns again
+// (cheaper than keeping [N, C·kh·kw, oh·ow] from the forward), dW's partial += g[n]·colsᵀ,
+// dcols = wᵀ·g[n] and their col2im into dx[n], all in one thread's cache. The groups' partials are
+// summed in group order, so the summation order does not depend on the thread count.
+void CpuTensorKernels::conv2d_backward(const KernelContext&, const Tensor& x, const Tensor& w, const Tensor& grad,
+                                       const ConvEpilogue& e, const Tensor& out, const Tensor& argmax,
+                                       const Window2d& g, Tensor& dx, Tensor& dw, Tensor& db) {
+    visit_dtype<float, double>(x.dtype(), [&]<class T>() {
+        const int64_t O = w.shape()[0], CKK = g.channels * g.kernel_h * g.kernel_w, L = g.out_h * g.out_w;
+        const int64_t image = g.channels * g.height * g.width;
+        const int64_t groups = (g.batch + kImagesPerGradGroup - 1) / kImagesPerGradGroup;
+        const bool across = detail::gemm_batch_across_threads(groups, O * CKK * L);
+        const int64_t slots = across ? omp_get_max_threads() : 1;
+        const Window2d& pw = e.pool_window;
+        const int64_t PL = pw.out_h * pw.out_w, GL = e.pool ? PL : L;  // grad's plane size
+        const bool own_g = e.pool || e.relu;  // g[n] is formed in scratch
+        // Per thread: the columns (for dw), dcols (for dx) and g of one image.
+        const int64_t cols_size = dw.defined() ? CKK * L : 0, dcols_size = dx.defined() ? CKK * L : 0;
+        const int64_t per_slot = cols_size + dcols_size + (own_g ? O * L : 0);
+        const TensorOptions like{.dtype = x.dtype()};
+        Tensor scratch = empty({slots, per_slot}, like);
+        // Per group: dw's partial [O, CKK], then db's [O].
+        const int64_t part_size = (dw.defined() ? O * CKK : 0) + (db.defined() ? O : 0);
+        Tensor partial = empty({groups, part_size}, like);
+        const T* xp = static_cast<const T*>(x.raw_data());
+        const T* wp = static_cast<const T*>(w.raw_data());
+        const T* gp = static_cast<const T*>(grad.raw_data());
+        const T* yp = e.relu ? static_cast<const T*>(out.raw_data()) : nullptr;
+        const int64_t* ap = e.pool ? argmax.data<int64_t>() : nullptr;
+        T* sp = static_cast<T*>(scratch.raw_data());
+        T* pp = static_cast<T*>(partial.raw_data());
+        T* dxp = dx.defined() ? static_cast<T*>(dx.raw_data()) : nullptr;
+        guarded_parallel_for(groups, across, [&](int64_t grp) {
+            T* cols = sp + (across ? omp_get_thread_num() : 0) * per_slot;
+            T* dcols = cols + cols_size;
+            T* gs = dcols + dcols_size;
+            T* pdw = dw.defined() ? pp + grp * part_size : nullptr;
+            T* pdb = db.defined() ? pp + grp * part_size + part_size - O : nullptr;
+            const int64_t n0 = grp * kImagesPerGradGroup, n1 = std::min(g.batch, n0 + kImagesPerGradGroup);
+            for (int64_t n = n0; n < n1; ++n) {
+                const T* gn = gp + n * O * GL;
+                if (e.pool) {
+                    for (int64_t r = 0; r < O; ++r) {
+                        const int64_t at = (n * O + r) * PL;
+                        unpool_plane(gn + r * PL, yp ? yp + at : nullptr, ap + at, pw, e.relu, gs + r * L);
+                    }
+                    gn = gs;
+                } else if (e.relu) {
+                    const T* yn = yp + n * O * L;
+#pragma omp simd
+                    for (int64_t i = 0; i < O * L; ++i) gs[i] = relu_grad(gn[i], yn[i]);
+                    gn = gs;
+                }
+                if (pdb)
+                    for (int64_t o = 0; o < O; ++o) {
+                        T s = T(0);
+#pragma omp simd reduction(+ : s)
+                        for (int64_t l = 0; l < L; ++l) s += gn[o * L + l];
+                        pdb[o] = n == n0 ? s : pdb[o] + s;
+                    }
+                if (pdw) {
+                    im2col_image(xp + n * image, g, cols);
+                    gemm_typed(false, true, O, CKK, L, gn, L, cols, L, n == n0 ? T(0) : T(1), pdw, CKK);
+                }
+                if (dxp) {
+                    gemm_typed(true, false, CKK, L, O, wp, CKK, gn, L, T(0), dcols, L);
+                    std::fill_n(dxp + n * image, image, T(0));
+                    col2im_image_consuming(dcols, g, dxp + n * image);
+                }
+            }
+        });
+        if (part_size == 0) return;
+        // The sums over groups, in group order (an empty batch has zero gradients).
+        T* dwp = dw.defined() ? static_cast<T*>(dw.raw_data()) : nullptr;
+        T* dbp = db.defined() ? static_cast<T*>(db.raw_data()) : nullptr;
+        const int64_t dw_size = dwp ? O * CKK : 0;
+#pragma omp parallel for schedule(static) if (part_size * groups >= kParallelGrain)
+        for (int64_t i = 0; i < part_size; ++i) {
+            T s = T(0);
+            for (int64_t grp = 0; grp < groups; ++grp) s += pp[grp * part_size + i];
+            if (i < dw_size) dwp[i] = s;
+            else dbp[i - dw_size] = s;
         }
     });
 }
@@ -492,25 +523,35 @@ void CpuTensorKernels::max_pool2d_backward(const KernelContext&, const Tensor& g
 // whole batch, each one launch.
 
 void TensorKernels::conv2d(const KernelContext& ctx, const Tensor& x, const Tensor& w, const Tensor& bias,
-                           const Window2d& g, bool relu, Tensor& out) {
+                           const Window2d& g, const ConvEpilogue& e, Tensor& out, Tensor& argmax) {
     const int64_t O = w.shape()[0], CKK = g.channels * g.kernel_h * g.kernel_w, L = g.out_h * g.out_w;
-    Tensor cols = empty({g.batch, CKK, L}, {.dtype = x.dtype(), .device = x.device()});
+    const TensorOptions like{.dtype = x.dtype(), .device = x.device()};
+    Tensor cols = empty({g.batch, CKK, L}, like);
     im2col(ctx, x, g, cols);
-    // The bias is preloaded into the accumulator, and out[n] = W · cols[n] comes out in NCHW order.
-    if (bias.defined()) out.view({g.batch, O, L}).copy_(bias.view({1, O, 1}).expand({g.batch, O, L}));
-    gemm(ctx, false, false, O, L, CKK, 1.0, w, 0, cols, CKK * L, bias.defined() ? 1.0 : 0.0, out, O * L, g.batch);
-    if (relu) unary(ctx, UnaryOp::relu, out, out, 0.0, 0.0);
+    Tensor y = e.pool ? empty({g.batch, O, g.out_h, g.out_w}, like) : out;
+    // The bias is preloaded into the accumulator, and y[n] = W · cols[n] comes out in NCHW order.
+    if (bias.defined()) y.view({g.batch, O, L}).copy_(bias.view({1, O, 1}).expand({g.batch, O, L}));
+    gemm(ctx, false, false, O, L, CKK, 1.0, w, 0, cols, CKK * L, bias.defined() ? 1.0 : 0.0, y, O * L, g.batch);
+    if (e.relu) unary(ctx, UnaryOp::relu, y, y, 0.0, 0.0);
+    if (e.pool) max_pool2d(ctx, y, e.pool_window, out, argmax);
 }
 
 void TensorKernels::conv2d_backward(const KernelContext& ctx, const Tensor& x, const Tensor& w, const Tensor& grad,
-                                    const Tensor& relu_out, const Window2d& g, Tensor& dx, Tensor& dw, Tensor& db) {
+                                    const ConvEpilogue& e, const Tensor& out, const Tensor& argmax, const Window2d& g,
+                                    Tensor& dx, Tensor& dw, Tensor& db) {
     const int64_t O = w.shape()[0], CKK = g.channels * g.kernel_h * g.kernel_w, L = g.out_h * g.out_w;
     const TensorOptions like{.dtype = x.dtype(), .device = x.device()};
     Tensor gm = grad;
-    if (relu_out.defined()) {
-        // relu'(x) from the output: y > 0 exactly where x > 0.
+    if (e.relu) {
+        // relu'(y) from the output: out > 0 exactly where the ReLU's input was (a pooled out is
+        // the ReLU output at its argmax).
         gm = empty(grad.shape(), like);
-        unary_backward(ctx, UnaryOp::relu, grad, relu_out, relu_out, gm, 0.0, 0.0);
+        unary_backward(ctx, UnaryOp::relu, grad, out, out, gm, 0.0, 0.0);
+    }
+    if (e.pool) {
+        Tensor unpooled = empty({g.batch, O, g.out_h, g.out_w}, like);
+        max_pool2d_backward(ctx, gm, argmax, e.pool_window, unpooled);
+        gm = unpooled;
     }
     if (dw.defined()) {
         // dW = Σ_n g[n] · cols[n]ᵀ: the per-image products as one batched GEMM, then a
@@ -536,23 +577,22 @@ namespace {
 // Bound on padded extents: kernels form sums up to about four times one, which must fit in int64.
 constexpr int64_t kMaxExtent = int64_t{1} << 61;
 
-Window2d window(const char* op, const Tensor& x, int64_t kh, int64_t kw, std::array<int64_t, 2> stride,
+Window2d window(const char* op, const Shape& x, int64_t kh, int64_t kw, std::array<int64_t, 2> stride,
                 std::array<int64_t, 2> padding) {
-    LSG_CHECK_OP(op, x.dim() == 4, "expects input [N, C, H, W], got shape ", x.shape());
+    LSG_CHECK_OP(op, x.size() == 4, "expects input [N, C, H, W], got shape ", x);
     LSG_CHECK_OP(op, stride[0] > 0 && stride[1] > 0, "stride must be positive, got [", stride[0], ", ", stride[1], "]");
     LSG_CHECK_OP(op, padding[0] >= 0 && padding[1] >= 0, "padding must be non-negative, got [", padding[0], ", ",
                  padding[1], "]");
     LSG_CHECK_OP(op, kh > 0 && kw > 0, "kernel size must be positive, got [", kh, ", ", kw, "]");
-    Window2d g{x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3], kh, kw, stride[0], stride[1],
-               padding[0], padding[1], 0, 0};
+    Window2d g{x[0], x[1], x[2], x[3], kh, kw, stride[0], stride[1], padding[0], padding[1], 0, 0};
     // The kernels form sums up to about twice the padded extent (h + p + s − 1 with s clamped
     // below): checked here once, so that no index arithmetic inside them can wrap around.
     int64_t padded_h = 0, padded_w = 0;
     LSG_CHECK_OP(op, padding[0] <= kMaxExtent && padding[1] <= kMaxExtent && g.height <= kMaxExtent && g.width <= kMaxExtent &&
                          (padded_h = g.height + 2 * g.pad_h) <= kMaxExtent && (padded_w = g.width + 2 * g.pad_w) <= kMaxExtent,
-                 "padding [", padding[0], ", ", padding[1], "] around input ", x.shape(), " is too large (padded sizes must stay below 2^61)");
+                 "padding [", padding[0], ", ", padding[1], "] around input ", x, " is too large (padded sizes must stay below 2^61)");
     LSG_CHECK_OP(op, padded_h >= kh && padded_w >= kw, "kernel [", kh, ", ", kw, "] is larger than the padded input ",
-                 x.shape(), " (padding [", padding[0], ", ", padding[1], "])");
+                 x, " (padding [", padding[0], ", ", padding[1], "])");
     g.out_h = (padded_h - kh) / g.stride_h + 1;
     g.out_w = (padded_w - kw) / g.stride_w + 1;
     // A stride beyond the padded extent gives one output position; clamping it changes no index
@@ -562,29 +602,48 @@ Window2d window(const char* op, const Tensor& x, int64_t kh, int64_t kw, std::ar
     return g;
 }
 
-}  // namespace
+// A max-pool's window over input x: stride {0, 0} means the kernel size.
+Window2d pool_window(const char* op, const Shape& x, std::array<int64_t, 2> kernel, std::array<int64_t, 2> stride,
+                     std::array<int64_t, 2> padding) {
+    LSG_CHECK_OP(op, kernel[0] > 0 && kernel[1] > 0, "kernel must be positive, got [", kernel[0], ", ", kernel[1], "]");
+    if (stride[0] == 0 && stride[1] == 0) stride = kernel;
+    // p ≤ ⌊k/2⌋ is 2p ≤ k without forming 2p, which a huge padding would overflow.
+    LSG_CHECK_OP(op, padding[0] <= kernel[0] / 2 && padding[1] <= kernel[1] / 2, "padding [", padding[0], ", ",
+                 padding[1], "] must be at most half the kernel [", kernel[0], ", ", kernel[1], "]");
+    return window(op, x, kernel[0], kernel[1], stride, padding);
+}
 
-namespace {
+// A max-pool's arguments, as max_pool2d takes them.
+struct PoolArgs {
+    std::array<int64_t, 2> kernel, stride, padding;
+};
 
-// conv2d, followed by the ReLU when relu (conv2d_relu); `op` names the public function in errors.
+// conv2d, then the ReLU when relu and the max-pool when pool is given: the ops conv2d, conv2d_relu
+// and conv2d_relu_max_pool2d, which `op` names in errors.
 Tensor convolution(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias,
-                   std::array<int64_t, 2> stride, std::array<int64_t, 2> padding, bool relu) {
+                   std::array<int64_t, 2> stride, std::array<int64_t, 2> padding, bool relu,
+                   const PoolArgs* pool = nullptr) {
     LSG_CHECK_OP(op, weight.dim() == 4, "expects weight [O, C, kh, kw], got shape ", weight.shape());
     LSG_CHECK_OP(op, x.dtype() == weight.dtype() && is_floating(x.dtype()), "input ", x.dtype(), " and weight ",
                  weight.dtype(), " must be the same floating dtype");
     LSG_CHECK_OP(op, x.device() == weight.device(), "input on ", x.device(), ", weight on ", weight.device());
-    const Window2d g = window(op, x, weight.shape()[2], weight.shape()[3], stride, padding);
+    const Window2d g = window(op, x.shape(), weight.shape()[2], weight.shape()[3], stride, padding);
     LSG_CHECK_OP(op, weight.shape()[1] == g.channels, "input ", x.shape(), " has ", g.channels, " channels, weight ",
                  weight.shape(), " expects ", weight.shape()[1]);
     const int64_t O = weight.shape()[0], CKK = g.channels * g.kernel_h * g.kernel_w;
     if (bias.defined())
         LSG_CHECK_OP(op, bias.dim() == 1 && bias.shape()[0] == O && bias.dtype() == x.dtype() && bias.device() == x.device(),
                      "bias ", bias.shape(), " does not match weight ", weight.shape());
+    ConvEpilogue e{.relu = relu, .pool = pool != nullptr};
+    if (pool) e.pool_window = pool_window(op, {g.batch, O, g.out_h, g.out_w}, pool->kernel, pool->stride, pool->padding);
+    const Shape out_shape = pool ? Shape{g.batch, O, e.pool_window.out_h, e.pool_window.out_w}
+                                 : Shape{g.batch, O, g.out_h, g.out_w};
     Tensor xc = x.detach().contiguous();
     Tensor w2 = weight.detach().contiguous().view({O, CKK});
-    Tensor out = empty({g.batch, O, g.out_h, g.out_w}, {.dtype = x.dtype(), .device = x.device()});
+    Tensor out = empty(out_shape, {.dtype = x.dtype(), .device = x.device()});
+    Tensor arg = pool ? empty(out_shape, {.dtype = DType::i64, .device = x.device()}) : Tensor();
     tensor_kernels(x.device()).conv2d(kernel_context(x.device()), xc, w2, bias.defined() ? bias.detach().contiguous() : Tensor(),
-                                      g, relu, out);
+                                      g, e, out, arg);
     const bool gx = x.requires_grad(), gw = weight.requires_grad(), gb = bias.defined() && bias.requires_grad();
     // The backward keeps the input, not its columns: they are rebuilt per image (9× smaller for a
     // 3×3 kernel, and the rebuild is cheaper than a pass over a saved [N, C·kh·kw, oh·ow] buffer).
@@ -595,8 +654,8 @@ Tensor convolution(const char* op, const Tensor& x, const Tensor& weight, const 
         Tensor dw = gw ? empty({O, CKK}, gl) : Tensor();
         Tensor db = gb ? empty({O}, gl) : Tensor();
         if (gx || gw || gb)
-            tensor_kernels(grad.device()).conv2d_backward(kernel_context(grad.device()), xc, w2, grad.contiguous(), y, g,
-                                                          dx, dw, db);
+            tensor_kernels(grad.device()).conv2d_backward(kernel_context(grad.device()), xc, w2, grad.contiguous(), e, y,
+                                                          arg, g, dx, dw, db);
         if (gw) dw = dw.view({O, g.channels, g.kernel_h, g.kernel_w});
         return std::vector<Tensor>{dx, dw, db};
     };
@@ -617,15 +676,17 @@ Tensor conv2d_relu(const Tensor& x, const Tensor& weight, const Tensor& bias, st
     return convolution("conv2d_relu", x, weight, bias, stride, padding, true);
 }
 
+Tensor conv2d_relu_max_pool2d(const Tensor& x, const Tensor& weight, const Tensor& bias, std::array<int64_t, 2> stride,
+                              std::array<int64_t, 2> padding, std::array<int64_t, 2> pool_kernel,
+                              std::array<int64_t, 2> pool_stride, std::array<int64_t, 2> pool_padding) {
+    const PoolArgs pool{pool_kernel, pool_stride, pool_padding};
+    return convolution("conv2d_relu_max_pool2d", x, weight, bias, stride, padding, true, &pool);
+}
+
 Tensor max_pool2d(const Tensor& x, std::array<int64_t, 2> kernel, std::array<int64_t, 2> stride,
                   std::array<int64_t, 2> padding) {
-    LSG_CHECK(kernel[0] > 0 && kernel[1] > 0, "kernel must be positive, got [", kernel[0], ", ", kernel[1], "]");
-    if (stride[0] == 0 && stride[1] == 0) stride = kernel;
-    // p ≤ ⌊k/2⌋ is 2p ≤ k without forming 2p, which a huge padding would overflow.
-    LSG_CHECK(padding[0] <= kernel[0] / 2 && padding[1] <= kernel[1] / 2, "padding [", padding[0], ", ", padding[1],
-              "] must be at most half the kernel [", kernel[0], ", ", kernel[1], "]");
     LSG_CHECK(is_floating(x.dtype()), "needs a floating tensor, got ", x.dtype());
-    const Window2d g = window("max_pool2d", x, kernel[0], kernel[1], stride, padding);
+    const Window2d g = pool_window("max_pool2d", x.shape(), kernel, stride, padding);
     Tensor xc = x.detach().contiguous();
     Tensor out = empty({g.batch, g.channels, g.out_h, g.out_w}, {.dtype = x.dtype(), .device = x.device()});
     Tensor arg = empty(out.shape(), {.dtype = DType::i64, .device = x.device()});

@@ -37,9 +37,10 @@ public:
     void im2col(const KernelContext& ctx, const Tensor& x, const Window2d& g, Tensor& cols) override;
     void col2im(const KernelContext& ctx, const Tensor& cols, const Window2d& g, Tensor& dx) override;
     void conv2d(const KernelContext& ctx, const Tensor& x, const Tensor& w, const Tensor& bias, const Window2d& g,
-                bool relu, Tensor& out) override;
+                const ConvEpilogue& e, Tensor& out, Tensor& argmax) override;
     void conv2d_backward(const KernelContext& ctx, const Tensor& x, const Tensor& w, const Tensor& grad,
-                         const Tensor& relu_out, const Window2d& g, Tensor& dx, Tensor& dw, Tensor& db) override;
+                         const ConvEpilogue& e, const Tensor& out, const Tensor& argmax, const Window2d& g, Tensor& dx,
+                         Tensor& dw, Tensor& db) override;
     void max_pool2d(const KernelContext& ctx, const Tensor& x, const Window2d& g, Tensor& out, Tensor& argmax) override;
     void max_pool2d_backward(const KernelContext& ctx, const Tensor& grad, const Tensor& argmax, const Window2d& g,
                              Tensor& dx) override;

@@ -216,6 +216,11 @@ std::vector<CudaCase> tensor_cases() {
                      Tensor b = input(d, {4}, 35);
                      return with_grads(conv2d_relu(x, w, b, {1, 1}, {1, 1}), {x, w, b});
                  }});
+    c.push_back({"conv2d_relu_max_pool2d", [](Device d) {
+                     Tensor x = input(d, {9, 3, 8, 6}, 36), w = input(d, {4, 3, 3, 3}, 37, true, DType::f32, 0.3);
+                     Tensor b = input(d, {4}, 38);
+                     return with_grads(conv2d_relu_max_pool2d(x, w, b, {1, 1}, {1, 1}, {2, 2}), {x, w, b});
+                 }});
     c.push_back({"max_pool2d_overlapping", [](Device d) {
                      Tensor x = input(d, {2, 3, 9, 7}, 31);
                      return with_grads(max_pool2d(x, {3, 3}, {2, 2}, {1, 1}), {x});

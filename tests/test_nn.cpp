@@ -241,8 +241,9 @@ TEST(NnLayers, ConvNetGradientsMatchFiniteDifferences) {
     EXPECT_TRUE(gradcheck([&](const std::vector<Tensor>& in) { return net(in[0]); }, inputs));
 }
 
-// Sequential runs a Conv2d followed by a ReLU as conv2d_relu: the same outputs and gradients as the
-// children applied one by one, and only for those exact types (a subclass keeps its own forward).
+// Sequential runs Conv2d–ReLU as conv2d_relu and Conv2d–ReLU–MaxPool2d as conv2d_relu_max_pool2d:
+// the same outputs and gradients as the children applied one by one, and only for those exact
+// types (a subclass keeps its own forward).
 TEST(NnLayers, SequentialFusesConvReluWithTheSameResults) {
     Generator gen(4);
     auto conv1 = std::make_shared<nn::Conv2d>(1, 4, 3, 1, 1, true, gen);
@@ -272,9 +273,11 @@ TEST(NnLayers, SequentialFusesConvReluWithTheSameResults) {
     }
     const auto dx = x2.grad().to_vector<double>();
     for (size_t e = 0; e < dx.size(); ++e) EXPECT_NEAR(fused_dx[e], dx[e], 1e-12 * (1 + std::abs(dx[e])));
-    // The fused op is what ran: the pooled activations' producer is conv2d_relu, not relu.
+    // The fused ops are what ran (the network above has both patterns).
     nn::Sequential head(conv1, std::make_shared<nn::ReLU>());
     EXPECT_EQ(head(x).grad_fn()->name(), "conv2d_relu");
+    head.push_back(std::make_shared<nn::MaxPool2d>(2));
+    EXPECT_EQ(head(x).grad_fn()->name(), "conv2d_relu_max_pool2d");
 
     struct ScaledConv : nn::Conv2d {
         using nn::Conv2d::Conv2d;

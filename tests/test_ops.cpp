@@ -229,9 +229,10 @@ TEST(Conv, ConvolutionMatchesDirectSumOnEveryPath) {
         }
 }
 
-// The CPU's fused per-image kernels against the composed defaults (whole-batch im2col, GEMM, col2im
-// and the elementwise ReLU) that backends without them run: the same products, so equal up to the
-// summation order of dW and db. With and without the ReLU epilogue and its mask.
+// The CPU's fused per-image kernels against the composed defaults (whole-batch im2col, GEMM, col2im,
+// the elementwise ReLU and the pooling kernels) that backends without them run: the same products,
+// so equal up to the summation order of dW and db. Every epilogue: none, the ReLU, the ReLU and a
+// 2×2 pool, the ReLU and an overlapping padded 3×3 pool.
 TEST(Conv, FusedCpuKernelsMatchTheComposedDefaults) {
     RestoreThreads restore;
     TensorKernels& k = tensor_kernels(Device::cpu());
@@ -239,30 +240,45 @@ TEST(Conv, FusedCpuKernelsMatchTheComposedDefaults) {
     for (int threads : {1, 3})
         for (const ConvGeometry& q : kConvGeometries)
             for (DType dtype : {DType::f32, DType::f64})
-                for (bool relu : {false, true}) {
+                for (int epilogue = 0; epilogue < 4; ++epilogue) {
                     omp_set_num_threads(threads);
-                    SCOPED_TRACE(::testing::Message() << "threads " << threads << ", " << dtype << ", relu " << relu
-                                                      << ", x [" << q.n << ", " << q.c << ", " << q.h << ", " << q.w
-                                                      << "], kernel [" << q.kh << ", " << q.kw << "]");
+                    SCOPED_TRACE(::testing::Message() << "threads " << threads << ", " << dtype << ", epilogue "
+                                                      << epilogue << ", x [" << q.n << ", " << q.c << ", " << q.h
+                                                      << ", " << q.w << "], kernel [" << q.kh << ", " << q.kw << "]");
                     Generator g(5);
                     const Window2d geo{q.n, q.c, q.h, q.w, q.kh, q.kw, q.stride[0], q.stride[1], q.pad[0], q.pad[1],
                                        (q.h + 2 * q.pad[0] - q.kh) / q.stride[0] + 1, (q.w + 2 * q.pad[1] - q.kw) / q.stride[1] + 1};
+                    ConvEpilogue e{.relu = epilogue > 0, .pool = epilogue > 1};
+                    if (epilogue == 2) {
+                        if (geo.out_h < 2 || geo.out_w < 2) continue;
+                        e.pool_window = {q.n, q.o, geo.out_h, geo.out_w, 2, 2, 2, 2, 0, 0, geo.out_h / 2, geo.out_w / 2};
+                    } else if (epilogue == 3) {
+                        e.pool_window = {q.n, q.o, geo.out_h, geo.out_w, 3, 3, 2, 2, 1, 1, (geo.out_h - 1) / 2 + 1,
+                                         (geo.out_w - 1) / 2 + 1};
+                    }
                     const TensorOptions like{.dtype = dtype};
+                    const Shape out_shape = e.pool ? Shape{q.n, q.o, e.pool_window.out_h, e.pool_window.out_w}
+                                                   : Shape{q.n, q.o, geo.out_h, geo.out_w};
                     Tensor x = randn({q.n, q.c, q.h, q.w}, like, g);
                     Tensor w = randn({q.o, q.c * q.kh * q.kw}, like, g);
                     Tensor b = randn({q.o}, like, g);
-                    Tensor grad = randn({q.n, q.o, geo.out_h, geo.out_w}, like, g);
-                    Tensor fused = empty(grad.shape(), like), composed = empty(grad.shape(), like);
-                    k.conv2d(ctx, x, w, b, geo, relu, fused);
-                    k.TensorKernels::conv2d(ctx, x, w, b, geo, relu, composed);
+                    Tensor grad = randn(out_shape, like, g);
+                    Tensor fused = empty(out_shape, like), composed = empty(out_shape, like);
+                    Tensor arg, arg_ref;
+                    if (e.pool) {
+                        arg = empty(out_shape, {.dtype = DType::i64});
+                        arg_ref = empty(out_shape, {.dtype = DType::i64});
+                    }
+                    k.conv2d(ctx, x, w, b, geo, e, fused, arg);
+                    k.TensorKernels::conv2d(ctx, x, w, b, geo, e, composed, arg_ref);
                     const auto yv = fused.to_vector<double>();
                     EXPECT_EQ(yv, composed.to_vector<double>());
-                    if (relu) EXPECT_TRUE(std::all_of(yv.begin(), yv.end(), [](double v) { return v >= 0.0; }));
-                    Tensor y = relu ? fused : Tensor();
+                    if (e.pool) EXPECT_EQ(arg.to_vector<int64_t>(), arg_ref.to_vector<int64_t>());
+                    if (e.relu) EXPECT_TRUE(std::all_of(yv.begin(), yv.end(), [](double v) { return v >= 0.0; }));
                     Tensor dx = empty(x.shape(), like), dw = empty(w.shape(), like), db = empty({q.o}, like);
                     Tensor dx_ref = empty(x.shape(), like), dw_ref = empty(w.shape(), like), db_ref = empty({q.o}, like);
-                    k.conv2d_backward(ctx, x, w, grad, y, geo, dx, dw, db);
-                    k.TensorKernels::conv2d_backward(ctx, x, w, grad, y, geo, dx_ref, dw_ref, db_ref);
+                    k.conv2d_backward(ctx, x, w, grad, e, fused, arg, geo, dx, dw, db);
+                    k.TensorKernels::conv2d_backward(ctx, x, w, grad, e, fused, arg, geo, dx_ref, dw_ref, db_ref);
                     EXPECT_EQ(dx.to_vector<double>(), dx_ref.to_vector<double>());
                     const double tol = dtype == DType::f32 ? 1e-4 : 1e-12;
                     for (const auto& [got, want, what] : {std::tuple{dw, dw_ref, "dw"}, std::tuple{db, db_ref, "db"}}) {
@@ -271,58 +287,84 @@ TEST(Conv, FusedCpuKernelsMatchTheComposedDefaults) {
                     }
                     // Only the gradients asked for are written, each as when all three are.
                     Tensor none, only_dx = empty(x.shape(), like), only_dw = empty(w.shape(), like), only_db = empty({q.o}, like);
-                    k.conv2d_backward(ctx, x, w, grad, y, geo, only_dx, none, none);
+                    k.conv2d_backward(ctx, x, w, grad, e, fused, arg, geo, only_dx, none, none);
                     EXPECT_EQ(only_dx.to_vector<double>(), dx.to_vector<double>());
-                    k.conv2d_backward(ctx, x, w, grad, y, geo, none, only_dw, none);
+                    k.conv2d_backward(ctx, x, w, grad, e, fused, arg, geo, none, only_dw, none);
                     EXPECT_EQ(only_dw.to_vector<double>(), dw.to_vector<double>());
-                    k.conv2d_backward(ctx, x, w, grad, y, geo, none, none, only_db);
+                    k.conv2d_backward(ctx, x, w, grad, e, fused, arg, geo, none, none, only_db);
                     EXPECT_EQ(only_db.to_vector<double>(), db.to_vector<double>());
                 }
 }
 
-// conv2d_relu is relu(conv2d(...)) exactly: values, and gradients of every input, including where
-// the convolution gives exactly 0 (zero weights in one output channel: relu'(0) = 0), a NaN input
-// (relu maps NaN to 0) and an infinite gradient where the ReLU is off (0 · inf = NaN, as relu's).
-TEST(Conv, ConvReluMatchesTheTwoOps) {
+// conv2d_relu is relu(conv2d(...)) and conv2d_relu_max_pool2d is max_pool2d(relu(conv2d(...)))
+// exactly: values, and gradients of every input, including where the convolution gives exactly 0
+// (zero weights in one output channel: relu'(0) = 0), a NaN input (relu maps NaN to 0) and an
+// infinite gradient where the ReLU is off (0 · inf = NaN, as relu's); the pools 2×2 and an
+// overlapping, padded 3×3 with stride 2.
+TEST(Conv, FusedConvOpsMatchTheSeparateOps) {
     RestoreThreads restore;
     for (int threads : {1, 2})
-        for (DType dtype : {DType::f32, DType::f64}) {
-            omp_set_num_threads(threads);
-            SCOPED_TRACE(::testing::Message() << "threads " << threads << ", " << dtype);
-            Generator g(13);
-            const TensorOptions like{.dtype = dtype};
-            std::vector<double> xv = randn({9, 2, 6, 5}, like, g).to_vector<double>();
-            xv[17] = std::numeric_limits<double>::quiet_NaN();
-            std::vector<double> wv = randn({4, 2, 3, 3}, like, g).to_vector<double>();
-            std::fill(wv.begin(), wv.begin() + 18, 0.0);  // channel 0: output = bias = 0
-            std::vector<double> bv = randn({4}, like, g).to_vector<double>();
-            bv[0] = 0.0;
-            std::vector<double> gv = randn({9, 4, 6, 5}, like, g).to_vector<double>();
-            gv[3] = std::numeric_limits<double>::infinity();  // channel 0, where the ReLU is off
-            auto run = [&](bool fused) {
-                Tensor x = from_vector(xv, {9, 2, 6, 5}).to(dtype).requires_grad_();
-                Tensor w = from_vector(wv, {4, 2, 3, 3}).to(dtype).requires_grad_();
-                Tensor b = from_vector(bv, {4}).to(dtype).requires_grad_();
-                Tensor y = fused ? conv2d_relu(x, w, b, {1, 1}, {1, 1}) : relu(conv2d(x, w, b, {1, 1}, {1, 1}));
-                (y * from_vector(gv, {9, 4, 6, 5}).to(dtype)).sum().backward();
-                return std::vector<std::vector<double>>{y.to_vector<double>(), x.grad().to_vector<double>(),
-                                                        w.grad().to_vector<double>(), b.grad().to_vector<double>()};
-            };
-            const auto fused = run(true), reference = run(false);
-            const char* names[] = {"out", "dx", "dw", "db"};
-            for (size_t t = 0; t < fused.size(); ++t) {
-                SCOPED_TRACE(names[t]);
-                ASSERT_EQ(fused[t].size(), reference[t].size());
-                const double tol = dtype == DType::f32 ? 1e-5 : 1e-12;
-                for (size_t i = 0; i < fused[t].size(); ++i) {
-                    const double a = fused[t][i], r = reference[t][i];
-                    if (std::isnan(r)) EXPECT_TRUE(std::isnan(a)) << i;
-                    else ASSERT_NEAR(a, r, tol * (1 + std::abs(r))) << i;
+        for (DType dtype : {DType::f32, DType::f64})
+            for (int kind = 0; kind < 3; ++kind) {
+                omp_set_num_threads(threads);
+                SCOPED_TRACE(::testing::Message() << "threads " << threads << ", " << dtype << ", kind " << kind);
+                Generator g(13);
+                const TensorOptions like{.dtype = dtype};
+                std::vector<double> xv = randn({9, 2, 6, 5}, like, g).to_vector<double>();
+                xv[17] = std::numeric_limits<double>::quiet_NaN();
+                std::vector<double> wv = randn({4, 2, 3, 3}, like, g).to_vector<double>();
+                std::fill(wv.begin(), wv.begin() + 18, 0.0);  // channel 0: output = bias = 0
+                std::vector<double> bv = randn({4}, like, g).to_vector<double>();
+                bv[0] = 0.0;
+                const std::array<int64_t, 2> pk = kind == 1 ? std::array<int64_t, 2>{2, 2} : std::array<int64_t, 2>{3, 3};
+                const std::array<int64_t, 2> ps = {2, 2}, pp = kind == 1 ? std::array<int64_t, 2>{0, 0} : std::array<int64_t, 2>{1, 1};
+                const Shape out_shape = kind == 0 ? Shape{9, 4, 6, 5} : kind == 1 ? Shape{9, 4, 3, 2} : Shape{9, 4, 3, 3};
+                int64_t numel = 1;
+                for (int64_t d : out_shape) numel *= d;
+                std::vector<double> gv = randn({numel}, like, g).to_vector<double>();
+                gv[3] = std::numeric_limits<double>::infinity();  // channel 0, where the ReLU is off
+                auto run = [&](bool fused) {
+                    Tensor x = from_vector(xv, {9, 2, 6, 5}).to(dtype).requires_grad_();
+                    Tensor w = from_vector(wv, {4, 2, 3, 3}).to(dtype).requires_grad_();
+                    Tensor b = from_vector(bv, {4}).to(dtype).requires_grad_();
+                    Tensor y;
+                    if (kind == 0) y = fused ? conv2d_relu(x, w, b, {1, 1}, {1, 1}) : relu(conv2d(x, w, b, {1, 1}, {1, 1}));
+                    else if (fused) y = conv2d_relu_max_pool2d(x, w, b, {1, 1}, {1, 1}, pk, ps, pp);
+                    else y = max_pool2d(relu(conv2d(x, w, b, {1, 1}, {1, 1})), pk, ps, pp);
+                    EXPECT_EQ(y.shape(), out_shape);
+                    (y * from_vector(gv, out_shape).to(dtype)).sum().backward();
+                    return std::vector<std::vector<double>>{y.to_vector<double>(), x.grad().to_vector<double>(),
+                                                            w.grad().to_vector<double>(), b.grad().to_vector<double>()};
+                };
+                const auto fused = run(true), reference = run(false);
+                const char* names[] = {"out", "dx", "dw", "db"};
+                for (size_t t = 0; t < fused.size(); ++t) {
+                    SCOPED_TRACE(names[t]);
+                    ASSERT_EQ(fused[t].size(), reference[t].size());
+                    const double tol = dtype == DType::f32 ? 1e-5 : 1e-12;
+                    for (size_t i = 0; i < fused[t].size(); ++i) {
+                        const double a = fused[t][i], r = reference[t][i];
+                        if (std::isnan(r)) EXPECT_TRUE(std::isnan(a)) << i;
+                        else ASSERT_NEAR(a, r, tol * (1 + std::abs(r))) << i;
+                    }
                 }
+                // The cases above are exercised: the infinite gradient reaches dx.
+                EXPECT_TRUE(std::any_of(fused[1].begin(), fused[1].end(), [](double v) { return std::isnan(v); }));
             }
-            // The cases above are exercised: the NaN pixel and the infinite gradient reach dx and dw.
-            EXPECT_TRUE(std::any_of(fused[1].begin(), fused[1].end(), [](double v) { return std::isnan(v); }));
-        }
+}
+
+// The fused ops check their arguments as the separate ops do, naming themselves.
+TEST(Conv, FusedConvOpsRejectBadArguments) {
+    const Tensor x = zeros({1, 1, 4, 4}), w = zeros({2, 1, 3, 3});
+    expect_error([&] { conv2d_relu(zeros({1, 4, 4}), w); }, {"lsg::conv2d_relu", "[1, 4, 4]"});
+    expect_error([&] { conv2d_relu_max_pool2d(x, w, Tensor(), {1, 1}, {0, 0}, {3, 3}); },
+                          {"lsg::conv2d_relu_max_pool2d", "kernel [3, 3] is larger than the padded input [1, 2, 2, 2]"});
+    expect_error([&] { conv2d_relu_max_pool2d(x, w, Tensor(), {1, 1}, {1, 1}, {2, 2}, {0, 0}, {2, 0}); },
+                          {"lsg::conv2d_relu_max_pool2d", "padding [2, 0] must be at most half the kernel [2, 2]"});
+    expect_error([&] { conv2d_relu_max_pool2d(x, w, Tensor(), {1, 1}, {1, 1}, {0, 2}); },
+                          {"lsg::conv2d_relu_max_pool2d", "kernel must be positive, got [0, 2]"});
+    expect_error([&] { conv2d_relu_max_pool2d(x, w, zeros({3}), {1, 1}, {1, 1}, {2, 2}); },
+                          {"lsg::conv2d_relu_max_pool2d", "bias [3]"});
 }
 
 // Every pooling backward writes all of dx: the kernel's output starts as garbage (NaN) here, and
@@ -463,6 +505,10 @@ INSTANTIATE_TEST_SUITE_P(
                  [](auto& v) { return conv2d(v[0], v[1], v[2], {1, 1}, {1, 1}); }},
         GradCase{"conv2d_relu", {{9, 2, 4, 5}, {3, 2, 3, 3}, {3}},
                  [](auto& v) { return conv2d_relu(v[0], v[1], v[2], {1, 1}, {1, 1}); }},
+        GradCase{"conv2d_relu_max_pool2d", {{9, 2, 4, 6}, {3, 2, 3, 3}, {3}},
+                 [](auto& v) { return conv2d_relu_max_pool2d(v[0], v[1], v[2], {1, 1}, {1, 1}, {2, 2}); }},
+        GradCase{"conv2d_relu_max_pool2d_overlapping", {{2, 2, 5, 5}, {3, 2, 2, 2}},
+                 [](auto& v) { return conv2d_relu_max_pool2d(v[0], v[1], Tensor(), {1, 1}, {0, 0}, {3, 3}, {2, 2}, {1, 1}); }},
         GradCase{"conv2d_strided", {{1, 2, 7, 7}, {2, 2, 3, 2}}, [](auto& v) { return conv2d(v[0], v[1], Tensor(), {2, 3}, {0, 1}); }},
         GradCase{"max_pool2d", {{2, 2, 4, 6}}, [](auto& v) { return max_pool2d(v[0], {2, 2}); }},
         GradCase{"max_pool2d_overlap_pad", {{1, 2, 5, 5}}, [](auto& v) { return max_pool2d(v[0], {3, 3}, {2, 2}, {1, 1}); }},
