@@ -2,7 +2,7 @@
 """MNIST training time per epoch, lsgrad beside PyTorch, in one run on one machine.
 
     /usr/bin/python3 bench/mnist_vs_pytorch.py [--mnist build/release/examples/mnist/mnist]
-        [--data DIR] [--threads 2] [--models mlp,cnn] [--epochs 1]
+        [--data DIR] [--threads 2] [--models mlp,cnn] [--epochs 1] [--repeats 1]
 
 Trains the same models with the same settings in both:
   mlp: 784-256-256-10 with ReLU, batch 128, SGD momentum 0.9, lr 0.05, cosine decay per batch
@@ -15,9 +15,11 @@ program runs as a subprocess with --threads t and --metrics-out. Both run with
 OMP_WAIT_POLICY=PASSIVE, so idle OpenMP threads sleep rather than spin against the working ones
 (PyTorch's best setting on few cores).
 
-s/epoch is the mean over the epochs of the training loop alone (data already in memory; batches
-gathered, forward, backward, optimizer step), not the test evaluation. The ratio is PyTorch's time
-over lsgrad's: above 1 means lsgrad is faster. Accuracies are on the 10 000 test images after the
+s/epoch is the training loop alone (data already in memory; batches gathered, forward, backward,
+optimizer step), not the test evaluation. Each model and thread count trains --repeats times in
+each library, the two alternating (PyTorch, lsgrad, PyTorch, ...) so that a busy spell of a shared
+host falls on both; the table gives the median and the minimum over all the epochs of all the
+repeats, and the ratio is PyTorch's median over lsgrad's: above 1 means lsgrad is faster. Accuracies are on the 10 000 test images after the
 last epoch. PyTorch's OpenBLAS runs the best core for this CPU (bench/openblas_core.py: a generic
 fallback is replaced through OPENBLAS_CORETYPE), named in the table's header. Use Debian's
 /usr/bin/python3 (python3-torch 1.13); MNIST's IDX files are read with numpy from --data (default:
@@ -27,6 +29,7 @@ where scripts/fetch_mnist.sh puts them).
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -152,6 +155,7 @@ def main():
     ap.add_argument("--threads", default="2", help="comma-separated thread counts")
     ap.add_argument("--models", default="mlp,cnn", help="comma-separated: mlp, cnn")
     ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=1, help="trainings per library, alternating")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if not os.path.exists(args.mnist):
@@ -161,21 +165,27 @@ def main():
     rows = []
     for model_name in args.models.split(","):
         for threads in (int(t) for t in args.threads.split(",")):
-            pt_s, pt_acc = train_pytorch(model_name, threads, args.epochs, train, test, args.seed)
-            ls_s, ls_acc = train_lsgrad(args.mnist, model_name, threads, args.epochs, args.data, args.seed)
-            pt, ls = sum(pt_s) / len(pt_s), sum(ls_s) / len(ls_s)
-            rows.append((model_name, threads, pt, ls, pt_acc, ls_acc))
+            pt_s, ls_s = [], []
+            for _ in range(args.repeats):
+                seconds, pt_acc = train_pytorch(model_name, threads, args.epochs, train, test, args.seed)
+                pt_s += seconds
+                seconds, ls_acc = train_lsgrad(args.mnist, model_name, threads, args.epochs, args.data, args.seed)
+                ls_s += seconds
+            rows.append((model_name, threads, pt_s, ls_s, pt_acc, ls_acc))
             print(f"{model_name} threads={threads}: PyTorch {[round(s, 2) for s in pt_s]} s, "
                   f"lsgrad {[round(s, 2) for s in ls_s]} s", file=sys.stderr)
 
     cfg = ", ".join(f"{m}: {CONFIG[m]['optimizer']} lr {CONFIG[m]['lr']:g}" for m in args.models.split(","))
-    print(f"\nMNIST, batch {BATCH}, {args.epochs} epoch(s) of 60 000 images, cosine schedule ({cfg}); "
-          f"PyTorch {torch.__version__}, {blas_note()}; OMP_WAIT_POLICY=PASSIVE\n")
-    print("| model | threads | PyTorch s/epoch | lsgrad s/epoch | PyTorch / lsgrad | PyTorch test acc | lsgrad test acc |")
+    print(f"\nMNIST, batch {BATCH}, {args.repeats} × {args.epochs} epoch(s) of 60 000 images per library, "
+          f"alternating, cosine schedule ({cfg}); PyTorch {torch.__version__}, {blas_note()}; "
+          f"OMP_WAIT_POLICY=PASSIVE\n")
+    print("| model | threads | PyTorch s/epoch median (min) | lsgrad s/epoch median (min) | PyTorch / lsgrad "
+          "| PyTorch test acc | lsgrad test acc |")
     print("|---|---|---|---|---|---|---|")
-    for model_name, threads, pt, ls, pt_acc, ls_acc in rows:
-        print(f"| {model_name} | {threads} | {pt:.2f} | {ls:.2f} | {pt / ls:.2f}× | {100 * pt_acc:.2f} % | "
-              f"{100 * ls_acc:.2f} % |")
+    for model_name, threads, pt_s, ls_s, pt_acc, ls_acc in rows:
+        pt, ls = statistics.median(pt_s), statistics.median(ls_s)
+        print(f"| {model_name} | {threads} | {pt:.2f} ({min(pt_s):.2f}) | {ls:.2f} ({min(ls_s):.2f}) | {pt / ls:.2f}× "
+              f"| {100 * pt_acc:.2f} % | {100 * ls_acc:.2f} % |")
 
 
 if __name__ == "__main__":

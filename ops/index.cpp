@@ -22,6 +22,18 @@ void for_outer_inner(int64_t outer, int64_t m, int64_t inner, Fn&& fn) {
             for (int64_t i = 0; i < inner; ++i) fn(o, j, i);
 }
 
+// index_select's rows come from anywhere in x (a shuffled batch of a data set far larger than the
+// caches): each starts with a cache and TLB miss that a plain copy waits out, which made the MNIST
+// loader's gather 15 % of an MLP step. The row kRowsAhead places on is requested while this one is
+// copied, its first 4 KiB (an MNIST image is 3 KiB; longer rows stream, and the hardware prefetcher
+// follows them).
+constexpr int64_t kRowsAhead = 2;
+
+inline void prefetch_row(const void* row, size_t bytes) {
+    const char* p = static_cast<const char*>(row);
+    for (size_t b = 0; b < std::min<size_t>(bytes, 4096); b += 64) __builtin_prefetch(p + b, 0, 3);
+}
+
 }  // namespace
 
 void CpuTensorKernels::gather(const KernelContext&, const Tensor& x, const Tensor& index, int64_t outer, int64_t n,
@@ -59,8 +71,10 @@ void CpuTensorKernels::index_select(const KernelContext&, const Tensor& x, const
         T* op = static_cast<T*>(out.raw_data());
 #pragma omp parallel for schedule(static) if (outer * m * inner >= kParallelGrain)
         for (int64_t o = 0; o < outer; ++o)
-            for (int64_t j = 0; j < m; ++j)
+            for (int64_t j = 0; j < m; ++j) {
+                if (j + kRowsAhead < m) prefetch_row(xp + (o * n + ip[j + kRowsAhead]) * inner, inner * sizeof(T));
                 std::copy_n(xp + (o * n + ip[j]) * inner, inner, op + (o * m + j) * inner);
+            }
     });
 }
 
