@@ -44,12 +44,14 @@
 namespace lsg::detail {
 namespace {
 
-// Products below this many FLOPs (2 m n k), about 125 us on one AVX-512 core, run on the calling
+// Products below this many FLOPs (2 m n k), about 550 us on one AVX-512 core, run on the calling
 // thread. With OMP_WAIT_POLICY=PASSIVE a sleeping worker on a 2-vCPU VM starts 20-40 us after it
 // is woken, and a typical two-thread call costs ~55 us more than half the one-thread time. Measured
-// medians, one thread vs two: 128x128x128 18 vs 40 us, 128x256x256 72 vs 73 us, 64x784x256
-// (25.7 MFLOP) 120 vs 123 us, 128x784x256 (51 MFLOP) 221 vs 166 us.
-constexpr double kParallelMinFlops = 3.0e7;
+// medians of back-to-back calls, one thread vs two: 128x128x128 18 vs 40 us, 128x256x256 72 vs
+// 73 us, 64x784x256 (25.7 MFLOP) 120 vs 123 us, 128x784x256 (51 MFLOP) 221 vs 166 us. Inside a
+// training step, between other work, the wake costs more: an MLP epoch (784-256-256-10, batch 128,
+// 2 threads) took 0.67 s with its 51 MFLOP products split and 0.60 s with them on one thread.
+constexpr double kParallelMinFlops = 1.0e8;
 
 // A per-thread, 64-byte aligned scratch buffer that only grows: packing reuses it on every call
 // instead of allocating (and page-faulting) per product.
