@@ -353,11 +353,19 @@ void pool_plane(const T* img, const T* end, const Window2d& g, T* out, int64_t* 
 
 // The adjoint of pool_plane for one plane: d [H, W] = Σ over windows k whose argmax is h of
 // grad[k]·relu'(out[k]) when relu (out: the pooled ReLU output), else of grad[k]. Writes all of d.
+// Windows that do not overlap and have no padding (every CNN's 2×2 pool) have distinct argmaxes,
+// so each lands with a plain store instead of a load-add-store.
 template <class T>
-void unpool_plane(const T* grad, const T* out, const int64_t* arg, const Window2d& g, bool relu, T* d) {
+void unpool_plane(const T* __restrict grad, const T* __restrict out, const int64_t* __restrict arg, const Window2d& g,
+                  bool relu, T* __restrict d) {
     const int64_t L = g.out_h * g.out_w;
     std::fill_n(d, g.height * g.width, T(0));
-    if (relu)
+    const bool disjoint = g.kernel_h <= g.stride_h && g.kernel_w <= g.stride_w && g.pad_h == 0 && g.pad_w == 0;
+    if (disjoint && relu)
+        for (int64_t k = 0; k < L; ++k) d[arg[k]] = relu_grad(grad[k], out[k]);
+    else if (disjoint)
+        for (int64_t k = 0; k < L; ++k) d[arg[k]] = grad[k];
+    else if (relu)
         for (int64_t k = 0; k < L; ++k) d[arg[k]] += relu_grad(grad[k], out[k]);
     else
         for (int64_t k = 0; k < L; ++k) d[arg[k]] += grad[k];
