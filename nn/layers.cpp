@@ -165,17 +165,26 @@ void Sequential::push_back(std::shared_ptr<Module> module) {
 
 Tensor Sequential::forward(const Tensor& x) { return apply(x, layers_.size()); }
 
+namespace {
+
+// Whether `m` is exactly an M (not a subclass, whose own forward must run).
+template <class M>
+bool is_exactly(const std::shared_ptr<Module>& m) {
+    const Module& ref = *m;
+    return typeid(ref) == typeid(M);
+}
+
+}  // namespace
+
 Tensor Sequential::apply(const Tensor& x, size_t end) {
     Tensor h = x;
     for (size_t i = 0; i < end; ++i) {
         // Conv2d–ReLU runs as lsg::conv2d_relu, and Conv2d–ReLU–MaxPool2d as
         // lsg::conv2d_relu_max_pool2d: the same values and gradients without passes over the
-        // activations in between. Exact types only, so that a subclass's own forward is never
-        // bypassed.
-        const Module& layer = *layers_[i];
-        if (i + 1 < end && typeid(layer) == typeid(Conv2d) && typeid(*layers_[i + 1]) == typeid(ReLU)) {
-            const auto& conv = static_cast<const Conv2d&>(layer);
-            if (i + 2 < end && typeid(*layers_[i + 2]) == typeid(MaxPool2d)) {
+        // activations in between.
+        if (i + 1 < end && is_exactly<Conv2d>(layers_[i]) && is_exactly<ReLU>(layers_[i + 1])) {
+            const auto& conv = static_cast<const Conv2d&>(*layers_[i]);
+            if (i + 2 < end && is_exactly<MaxPool2d>(layers_[i + 2])) {
                 h = conv.forward_relu_max_pool(h, static_cast<const MaxPool2d&>(*layers_[i + 2]));
                 i += 2;
             } else {
