@@ -74,21 +74,23 @@ Conv2d::Conv2d(int64_t in, int64_t out, Size2 kernel, Size2 stride_, Size2 paddi
 
 void Conv2d::reset_parameters(Generator& gen) { default_init(weight, bias, gen); }
 
+void Conv2d::check_input(const char* op, const Tensor& x) const {
+    LSG_CHECK_OP(op, x.dim() == 4 && x.size(1) == in_channels, name(), " expects input [N, ", in_channels,
+                 ", H, W], got ", x.shape());
+}
+
 Tensor Conv2d::forward(const Tensor& x) {
-    LSG_CHECK(x.dim() == 4 && x.size(1) == in_channels, name(), " expects input [N, ", in_channels,
-              ", H, W], got ", x.shape());
+    check_input(__func__, x);
     return conv2d(x, weight, bias, {stride.h, stride.w}, {padding.h, padding.w});
 }
 
 Tensor Conv2d::forward_relu(const Tensor& x) const {
-    LSG_CHECK(x.dim() == 4 && x.size(1) == in_channels, name(), " expects input [N, ", in_channels,
-              ", H, W], got ", x.shape());
+    check_input(__func__, x);
     return conv2d_relu(x, weight, bias, {stride.h, stride.w}, {padding.h, padding.w});
 }
 
 Tensor Conv2d::forward_relu_max_pool(const Tensor& x, const MaxPool2d& pool) const {
-    LSG_CHECK(x.dim() == 4 && x.size(1) == in_channels, name(), " expects input [N, ", in_channels,
-              ", H, W], got ", x.shape());
+    check_input(__func__, x);
     return conv2d_relu_max_pool2d(x, weight, bias, {stride.h, stride.w}, {padding.h, padding.w},
                                   {pool.kernel_size.h, pool.kernel_size.w}, {pool.stride.h, pool.stride.w},
                                   {pool.padding.h, pool.padding.w});

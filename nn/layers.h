@@ -54,6 +54,10 @@ public:
     int64_t in_channels, out_channels;
     Size2 kernel_size, stride, padding;
     Tensor weight, bias;
+
+private:
+    // x must be [N, in_channels, H, W]; `op` names the caller in the error.
+    void check_input(const char* op, const Tensor& x) const;
 };
 
 // Window maximum over x [N, C, H, W] (see lsg::max_pool2d); stride 0 means the kernel size.
